@@ -1,0 +1,37 @@
+"""Exceptions a user can act on; each message says what went wrong and what to do."""
+
+
+class MlcdsegError(Exception):
+    """Base class of every error that mlcdseg reports to a user as one line."""
+
+
+class ModelNotFoundError(MlcdsegError):
+    """The model path does not exist, or the hub id cannot be reached or resolved."""
+
+
+class ModelLoadError(MlcdsegError):
+    """The model files were found but could not be loaded."""
+
+
+class GpuOutOfMemoryError(MlcdsegError):
+    """The accelerator ran out of memory during one inference; the process stays usable."""
+
+
+class ImageDecodeError(MlcdsegError):
+    """Bytes or a file that are not a decodable image."""
+
+
+class ImageFetchError(MlcdsegError):
+    """An image URL that is refused, unreachable, too large or not an image."""
+
+
+class MaskFormatError(MlcdsegError):
+    """A mask encoding (brush RLE, COCO RLE, polygon) that is corrupt or does not fit its size."""
+
+
+class LabelConfigError(MlcdsegError):
+    """A Label Studio labeling config that lacks what mlcdseg needs, or names unknown controls."""
+
+
+class ExportFormatError(MlcdsegError):
+    """A Label Studio export that is not valid JSON or not a list of tasks."""
