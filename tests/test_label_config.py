@@ -1,14 +1,10 @@
 """Reading labeling configs: the captured Label Studio config and our own."""
 
 import json
-from pathlib import Path
-
 import pytest
 
 from mlcdseg.errors import LabelConfigError
 from mlcdseg.label_config import choose_label, parse_label_config
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "labelstudio-1.23.2"
 
 POLYGON_CONFIG = """<View>
   <Image name="img" value="$photo"/>
@@ -19,8 +15,8 @@ POLYGON_CONFIG = """<View>
 </View>"""
 
 
-def test_captured_interactive_config_has_prompt_and_brush_control():
-    config = json.loads((FIXTURES / "request_setup.json").read_text())["schema"]
+def test_captured_interactive_config_has_prompt_and_brush_control(fixtures_dir):
+    config = json.loads((fixtures_dir / "request_setup.json").read_text())["schema"]
     setup = parse_label_config(config)
     assert setup.image_name == "image"
     assert setup.image_field == "image"

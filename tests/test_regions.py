@@ -1,0 +1,110 @@
+"""Masks to Label Studio regions and back, on the captured Label Studio results."""
+
+import json
+
+import numpy as np
+import pytest
+from label_studio_sdk.converter.brush import decode_rle
+
+from mlcdseg.errors import MaskFormatError
+from mlcdseg.label_config import MaskControl
+from mlcdseg.regions import (
+    mask_from_regions,
+    region_image_size,
+    regions_for_mask,
+    textarea_text,
+)
+
+BRUSH = MaskControl(name="mask", kind="brush", to_name="image", labels=("red", "blue"))
+POLYGON = MaskControl(name="outline", kind="polygon", to_name="image", labels=("car",))
+
+
+def _two_boxes(height: int = 40, width: int = 60) -> np.ndarray:
+    mask = np.zeros((height, width), dtype=bool)
+    mask[5:15, 4:20] = True
+    mask[25:35, 30:55] = True
+    return mask
+
+
+def test_brush_region_round_trips_and_has_label_studio_shape():
+    mask = _two_boxes()
+    (region,) = regions_for_mask(mask, BRUSH, "red")
+    assert region["type"] == "brushlabels"
+    assert (region["from_name"], region["to_name"]) == ("mask", "image")
+    assert (region["original_height"], region["original_width"]) == (40, 60)
+    assert region["value"]["brushlabels"] == ["red"]
+    assert region["value"]["format"] == "rle"
+    assert "score" not in region
+    json.dumps(region)  # plain JSON types only
+    assert np.array_equal(mask_from_regions([region], "mask", 40, 60), mask)
+    sdk_rgba = np.reshape(decode_rle(region["value"]["rle"]), (40, 60, 4))
+    assert np.array_equal(sdk_rgba[..., 3] > 0, mask)
+
+
+def test_polygon_regions_one_per_object_and_back_to_the_mask():
+    mask = _two_boxes()
+    regions = regions_for_mask(mask, POLYGON, "car")
+    assert len(regions) == 2
+    assert all(r["type"] == "polygonlabels" and r["value"]["closed"] for r in regions)
+    assert all(0 <= x <= 100 and 0 <= y <= 100 for r in regions for x, y in r["value"]["points"])
+    back = mask_from_regions(regions, "outline", 40, 60)
+    assert np.count_nonzero(back & mask) / np.count_nonzero(back | mask) > 0.95
+
+
+def test_empty_mask_gives_no_region():
+    assert regions_for_mask(np.zeros((4, 4), bool), BRUSH, "red") == []
+
+
+def test_regions_of_one_control_are_merged_and_others_ignored():
+    top, bottom = np.zeros((10, 10), bool), np.zeros((10, 10), bool)
+    top[:3], bottom[7:] = True, True
+    other = MaskControl(name="other", kind="brush", to_name="image", labels=())
+    results = regions_for_mask(top, BRUSH, "red") + regions_for_mask(bottom, BRUSH, "blue")
+    results += regions_for_mask(np.ones((10, 10), bool), other, None)
+    assert np.array_equal(mask_from_regions(results, "mask", 10, 10), top | bottom)
+    assert mask_from_regions(results, None, 10, 10).all()
+
+
+def test_region_drawn_at_another_size_is_refused():
+    (region,) = regions_for_mask(_two_boxes(), BRUSH, "red")
+    with pytest.raises(MaskFormatError, match="60x40 image, expected 61x40"):
+        mask_from_regions([region], "mask", 40, 61)
+
+
+def test_non_rle_brush_and_malformed_polygon_are_refused():
+    (brush,) = regions_for_mask(_two_boxes(), BRUSH, "red")
+    brush["value"]["format"] = "png"
+    with pytest.raises(MaskFormatError, match="only 'rle'"):
+        mask_from_regions([brush], "mask", 40, 60)
+    polygon = regions_for_mask(_two_boxes(), POLYGON, "car")[0]
+    polygon["value"]["points"] = [[1, "x"], [2]]
+    with pytest.raises(MaskFormatError, match="malformed points"):
+        mask_from_regions([polygon], "outline", 40, 60)
+
+
+def test_captured_export_regions_decode_like_the_sdk(fixtures_dir):
+    task = json.loads((fixtures_dir / "export_snapshot_full_predictions.json").read_text())[0]
+    results = task["annotations"][0]["result"]
+    height, width = region_image_size(results)
+    assert (height, width) == (480, 640)
+    expected = np.zeros((height, width), bool)
+    for region in results:
+        expected |= np.reshape(decode_rle(region["value"]["rle"]), (height, width, 4))[..., 3] > 0
+    merged = mask_from_regions(results, "mask", height, width)
+    assert merged.any()
+    assert np.array_equal(merged, expected)
+
+
+def test_textarea_text_reads_the_captured_interactive_context(fixtures_dir):
+    body = json.loads((fixtures_dir / "request_predict_interactive.json").read_text())
+    context = body["params"]["context"]["result"]
+    assert textarea_text(context, ["prompt"]) == "red"
+    assert textarea_text(context) == "red"
+    assert textarea_text(context, ["other"]) is None
+
+
+def test_blank_textarea_is_no_text():
+    blank = [{"type": "textarea", "from_name": "prompt", "value": {"text": ["  ", ""]}}]
+    assert textarea_text(blank) is None
+    lines = [{"type": "textarea", "from_name": "prompt", "value": {"text": ["the man", "in red "]}}]
+    assert textarea_text(lines) == "the man in red"
