@@ -1,0 +1,49 @@
+"""Shared fixtures: the captured Label Studio 1.23.2 requests and exports, the offline stand-in model."""
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+FIXTURES_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "labelstudio-1.23.2"
+
+# Tests never reach the Hugging Face hub nor touch ~/.cache: offline mode and a throwaway HF_HOME
+# (transformers copies remote code into HF_MODULES_CACHE), set before anything imports
+# transformers, which reads them at import time. Subprocesses inherit them.
+_HF_HOME = Path(tempfile.mkdtemp(prefix="mlcdseg-tests-hf-"))
+os.environ.update(
+    {
+        "HF_HOME": str(_HF_HOME),
+        "HF_MODULES_CACHE": str(_HF_HOME / "modules"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+)
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """Folder of the real request bodies and exports captured from Label Studio 1.23.2."""
+    assert FIXTURES_DIR.is_dir(), f"captured Label Studio fixtures not found at {FIXTURES_DIR}"
+    return FIXTURES_DIR
+
+
+@pytest.fixture(scope="session")
+def stand_in_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline stand-in model directory (NOT MLCD-Seg: a colour rule), written once."""
+    from mlcdseg.stand_in import write_stand_in_model
+
+    return write_stand_in_model(tmp_path_factory.mktemp("models") / "stand-in")
+
+
+@pytest.fixture(scope="session")
+def stand_in_segmenter(stand_in_model_dir: Path):
+    """The stand-in loaded on CPU through mlcdseg.model.load_model, the path MLCD-Seg takes."""
+    from mlcdseg.model import load_model
+
+    return load_model(str(stand_in_model_dir), device="cpu")
