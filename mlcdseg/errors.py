@@ -35,3 +35,15 @@ class LabelConfigError(MlcdsegError):
 
 class ExportFormatError(MlcdsegError):
     """A Label Studio export that is not valid JSON or not a list of tasks."""
+
+
+class LabelStudioError(MlcdsegError):
+    """Label Studio is not installed, or answered a REST call with an error (the message holds its body)."""
+
+
+class ServiceStartError(MlcdsegError):
+    """A local service (Label Studio, the ML backend) exited or did not become ready while starting."""
+
+
+class ReferDatasetError(MlcdsegError):
+    """A RefCOCO (REFER API) dataset that is missing, unreadable, or names an unknown dataset or split."""
