@@ -1,0 +1,1 @@
+"""The Label Studio ML backend that serves MLCD-Seg masks as pre-annotations."""

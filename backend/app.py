@@ -1,0 +1,209 @@
+"""The Label Studio ML backend's HTTP side: `create_app(settings, segmenter)` returns a Flask app.
+
+Endpoints (Label Studio 1.23 / label-studio-ml 2.x conventions): GET /health, POST /setup,
+POST /predict, POST /webhook, GET /versions, GET /metrics. Every error answer is JSON
+{"error": "..."}: bad input 4xx, GPU out of memory 503, anything unexpected 500 (logged).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from backend.predictions import (
+    ImageSource,
+    InvalidRequestError,
+    Predictor,
+    PredictRequest,
+    Segmenter,
+    labeling_setup,
+)
+from backend.service_metrics import ServiceMetrics
+from backend.settings import Settings
+from mlcdseg.errors import GpuOutOfMemoryError, ImageFetchError, LabelConfigError
+from mlcdseg.image_fetch import ImageFetcher
+
+logger = logging.getLogger(__name__)
+
+MODEL_CLASS = "MLCDSeg"
+#: Webhook events label-studio-ml treats as training triggers; we acknowledge them, we do not train.
+TRAIN_EVENTS = frozenset(
+    {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "START_TRAINING"}
+)
+UNAUTHENTICATED_PATHS = frozenset({"/health"})
+GPU_RETRY_AFTER_S = 5
+
+
+def image_fetcher(settings: Settings) -> ImageFetcher:
+    """The ImageFetcher the settings describe."""
+    return ImageFetcher(
+        settings.label_studio_url,
+        settings.label_studio_api_key,
+        allowed_hosts=settings.allowed_hosts,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        timeout=settings.fetch_timeout,
+        cache_size=settings.image_cache_size,
+    )
+
+
+def create_app(
+    settings: Settings, segmenter: Segmenter, images: ImageSource | None = None
+) -> Flask:
+    """The backend app serving `segmenter`; `images` defaults to an ImageFetcher from the settings."""
+    images = images if images is not None else image_fetcher(settings)
+    metrics = ServiceMetrics()
+    predictor = Predictor(segmenter, images, metrics)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False
+    _install_request_counting(app, metrics)
+    _install_auth(app, settings.basic_auth)
+    _install_error_handlers(app, settings.max_request_bytes)
+
+    @app.get("/health")
+    def health() -> Response:
+        return jsonify(
+            status="UP",
+            model_class=MODEL_CLASS,
+            model_version=segmenter.model_version,
+            is_stand_in=segmenter.is_stand_in,
+        )
+
+    @app.post("/setup")
+    def setup() -> Response:
+        body = _json_object_body()
+        schema = body.get("schema")
+        if isinstance(schema, str) and schema.strip():
+            labeling_setup(schema)  # a config we cannot serve is refused when the project connects
+        return jsonify(model_version=segmenter.model_version)
+
+    @app.post("/predict")
+    def predict() -> Response:
+        predict_request = PredictRequest.from_body(_json_object_body())
+        return jsonify(results=predictor.predict(predict_request))
+
+    @app.post("/webhook")
+    def webhook() -> tuple[Response, int]:
+        action = _json_object_body().get("action")
+        if not isinstance(action, str) or not action:
+            raise InvalidRequestError('the webhook body has no "action"')
+        if action not in TRAIN_EVENTS:
+            return jsonify(status="Unknown event"), 200
+        logger.info(
+            "webhook %s acknowledged; mlcdseg serves a fixed model and does not train", action
+        )
+        return jsonify(status="ok", result="not trained: mlcdseg serves a fixed model"), 201
+
+    @app.get("/versions")
+    def versions() -> Response:
+        return jsonify(versions=[segmenter.model_version])
+
+    @app.get("/metrics")
+    def service_metrics() -> Response:
+        return jsonify({**metrics.snapshot(), "image_cache": images.cache_info()})
+
+    return app
+
+
+def _json_object_body() -> dict[str, Any]:
+    """The request body as a JSON object; InvalidRequestError when it is missing or anything else."""
+    raw = request.get_data()
+    if not raw.strip():
+        raise InvalidRequestError("the request body is empty; expected a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise InvalidRequestError(f"the request body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError(
+            f"the request body is a JSON {type(body).__name__}; expected an object"
+        )
+    return body
+
+
+def _install_auth(app: Flask, credentials: tuple[str, str] | None) -> None:
+    """Require HTTP basic auth on every endpoint but /health when credentials are set."""
+    if credentials is None:
+        return
+    expected_user, expected_password = (value.encode("utf-8") for value in credentials)
+
+    @app.before_request
+    def check_basic_auth() -> Response | None:
+        if request.path in UNAUTHENTICATED_PATHS:
+            return None
+        auth = request.authorization
+        given_user = (auth.username or "").encode("utf-8") if auth and auth.type == "basic" else b""
+        given_password = (
+            (auth.password or "").encode("utf-8") if auth and auth.type == "basic" else b""
+        )
+        user_matches = hmac.compare_digest(given_user, expected_user)
+        password_matches = hmac.compare_digest(given_password, expected_password)
+        if user_matches and password_matches:
+            return None
+        response = jsonify(
+            error="authentication required: send the BASIC_AUTH_USER/BASIC_AUTH_PASS credentials"
+        )
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Basic realm="mlcdseg"'
+        return response
+
+
+def _install_request_counting(app: Flask, metrics: ServiceMetrics) -> None:
+    """Count requests per endpoint and responses per status class."""
+
+    @app.before_request
+    def count_request() -> None:
+        metrics.count_request(request.url_rule.rule if request.url_rule else "<unknown>")
+
+    @app.after_request
+    def count_response(response: Response) -> Response:
+        metrics.count_response(response.status_code)
+        return response
+
+
+def _error(message: str, status: int) -> tuple[Response, int]:
+    return jsonify(error=message), status
+
+
+def _install_error_handlers(app: Flask, max_request_bytes: int) -> None:
+    """Turn every error into a JSON answer; only unexpected ones are 500 and logged with a trace."""
+
+    @app.errorhandler(InvalidRequestError)
+    @app.errorhandler(LabelConfigError)
+    def bad_request(error: Exception) -> tuple[Response, int]:
+        logger.info("bad request to %s: %s", request.path, error)
+        return _error(str(error), 400)
+
+    @app.errorhandler(ImageFetchError)
+    def unusable_image(error: ImageFetchError) -> tuple[Response, int]:
+        logger.warning("image error in %s: %s", request.path, error)
+        return _error(str(error), 422)
+
+    @app.errorhandler(GpuOutOfMemoryError)
+    def out_of_memory(error: GpuOutOfMemoryError) -> tuple[Response, int, dict[str, str]]:
+        logger.error("GPU out of memory in %s: %s", request.path, error)
+        response, status = _error(f"the GPU ran out of memory; retry later ({error})", 503)
+        return response, status, {"Retry-After": str(GPU_RETRY_AFTER_S)}
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge) -> tuple[Response, int]:
+        return _error(
+            f"the request body is larger than MLCDSEG_MAX_REQUEST_BYTES={max_request_bytes} bytes",
+            413,
+        )
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Response, int]:
+        return _error(error.description or error.name, error.code or 500)
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> tuple[Response, int]:
+        logger.exception("unexpected error in %s", request.path)
+        return _error(f"internal error ({type(error).__name__}); see the backend log", 500)
