@@ -1,0 +1,420 @@
+"""`mlcdseg evaluate`: score human-corrected masks against the model's pre-annotation masks.
+
+One sample is one (task, annotator, model version): the human mask of a selected annotation
+(reference) against that model version's prediction mask, compared at the image's own size.
+Tasks stream from the export and are scored in chunks (in worker processes when workers > 1);
+only pixel counts come back, plus the encoded regions of each chunk's few worst samples, so
+memory stays flat in the number of tasks. Outputs appear in OUTDIR only when the run succeeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import itertools
+import logging
+import math
+import multiprocessing
+import os
+import sys
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from mlcdseg import report
+from mlcdseg.errors import ExportFormatError, ImageFetchError, LabelConfigError, MaskFormatError
+from mlcdseg.export_source import ExportSource, open_export_source
+from mlcdseg.export_tasks import (
+    ANNOTATION_MODES, HumanSample, ModelPrediction, Region, SampleSettings, Skip, decode_regions, human_samples,
+    model_predictions,
+)
+from mlcdseg.metrics import RefSegMeter
+
+logger = logging.getLogger(__name__)
+
+HISTOGRAM_BINS = 10
+
+
+@dataclass(frozen=True)
+class ScoredSample:
+    """The pixel counts of one sample: human mask (reference) against model mask (predicted)."""
+
+    task_id: Any
+    expression: str | None
+    split: str | None
+    model_version: str
+    annotator: str
+    intersection: int
+    union: int
+    human_area: int
+    model_area: int
+    image: str | None = None
+
+    @property
+    def iou(self) -> float:
+        """IoU of the sample; 1.0 when both masks are empty."""
+        return self.intersection / self.union if self.union else 1.0
+
+    def row(self) -> dict[str, Any]:
+        """The sample as a samples.csv row (see report.SAMPLE_COLUMNS)."""
+        return {**asdict(self), "iou": round(self.iou, 6)}
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """A low-IoU sample with both masks kept encoded as regions (brush RLE or polygons)."""
+
+    sample: ScoredSample
+    human_regions: tuple[Region, ...]
+    model_regions: tuple[Region, ...]
+    image_size: tuple[int, int] | None
+
+    def masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(human, model) bool (H, W) masks."""
+        return decode_regions(self.human_regions, self.image_size), decode_regions(self.model_regions, self.image_size)
+
+
+@dataclass
+class ChunkResult:
+    """Scores of a chunk of tasks: every sample's counts, skips, versions and the worst few."""
+
+    tasks: int = 0
+    samples: list[ScoredSample] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    worst: list[tuple[int, WorstCase]] = field(default_factory=list)
+    versions_seen: set[str] = field(default_factory=set)
+
+
+def compare(human: HumanSample, prediction: ModelPrediction) -> WorstCase | str:
+    """Decode both masks at the image's size and count pixels; or the reason they can't be compared."""
+    human_size, model_size = human.image_size, prediction.image_size
+    if human_size and model_size and human_size != model_size:
+        return (
+            f"the human mask is {human_size[1]}x{human_size[0]} but model version "
+            f"{prediction.model_version} drew on {model_size[1]}x{model_size[0]}"
+        )
+    image_size = human_size or model_size
+    try:
+        human_mask = decode_regions(human.regions, image_size)
+    except MaskFormatError as error:
+        return f"the human mask of {human.annotator}: {error}"
+    try:
+        model_mask = decode_regions(prediction.regions, image_size)
+    except MaskFormatError as error:
+        return f"model version {prediction.model_version}: {error}"
+    human_area, model_area = int(np.count_nonzero(human_mask)), int(np.count_nonzero(model_mask))
+    intersection = int(np.count_nonzero(np.logical_and(human_mask, model_mask)))
+    sample = ScoredSample(
+        task_id=human.task_id,
+        expression=human.expression or prediction.expression,
+        split=human.split,
+        model_version=prediction.model_version,
+        annotator=human.annotator,
+        intersection=intersection,
+        union=human_area + model_area - intersection,
+        human_area=human_area,
+        model_area=model_area,
+        image=human.image,
+    )
+    return WorstCase(sample, human.regions, prediction.regions, image_size)
+
+
+def score_chunk(
+    tasks: Sequence[Any], settings: SampleSettings, first_position: int, keep_worst: int, worst_bound: float = math.inf
+) -> ChunkResult:
+    """Score a chunk of export items.
+
+    Keeps the regions of at most keep_worst of its lowest-IoU samples, and only of those whose
+    IoU is <= worst_bound (the caller's current K-th worst IoU: nothing above it can enter).
+    """
+    result = ChunkResult(tasks=len(tasks))
+    cases: list[WorstCase] = []
+    for position, task in enumerate(tasks, start=first_position):
+        if not isinstance(task, dict):
+            result.skipped.append(Skip(None, f"item {position} of the export is not a task object"))
+            continue
+        predictions, prediction_skips = model_predictions(task, settings)
+        result.skipped.extend(prediction_skips)
+        result.versions_seen.update(predictions)
+        if settings.model_version is not None:
+            predictions = {version: p for version, p in predictions.items() if version == settings.model_version}
+        if not predictions:
+            wanted = f" of model version {settings.model_version}" if settings.model_version else ""
+            result.skipped.append(Skip(task.get("id"), f"no prediction{wanted}"))
+            continue
+        humans, human_skips = human_samples(task, settings)
+        result.skipped.extend(human_skips)
+        for human, prediction in itertools.product(humans, predictions.values()):
+            outcome = compare(human, prediction)
+            if isinstance(outcome, str):
+                result.skipped.append(Skip(human.task_id, outcome))
+            else:
+                result.samples.append(outcome.sample)
+                cases.append(outcome)
+    order = sorted(range(len(cases)), key=lambda index: (cases[index].sample.iou, index))
+    result.worst = [(index, cases[index]) for index in order[:keep_worst] if cases[index].sample.iou <= worst_bound]
+    return result
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of up to `size` items."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def scored_chunks(
+    tasks: Iterable[Any],
+    settings: SampleSettings,
+    *,
+    workers: int = 1,
+    chunk_size: int = 32,
+    keep_worst: int = 12,
+    worst_bound: Callable[[], float] = lambda: math.inf,
+) -> Iterator[ChunkResult]:
+    """ChunkResults in task order; with workers > 1 a process pool scores the chunks.
+
+    At most 2 * workers chunks are in flight, so a long export is never read far ahead
+    (Pool.imap would queue the whole input). worst_bound() is read as each chunk is sent.
+    """
+    positions = itertools.count(0, chunk_size)
+    if workers <= 1:
+        for chunk in _chunks(tasks, chunk_size):
+            yield score_chunk(chunk, settings, next(positions), keep_worst, worst_bound())
+        return
+    with multiprocessing.Pool(workers) as pool:
+        pending: deque[Any] = deque()
+        for chunk in _chunks(tasks, chunk_size):
+            arguments = (chunk, settings, next(positions), keep_worst, worst_bound())
+            pending.append(pool.apply_async(score_chunk, arguments))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+class WorstSamples:
+    """The K lowest-IoU samples seen so far (equal IoUs: earliest first) in a bounded heap."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._heap: list[tuple[float, int, WorstCase]] = []
+
+    def offer(self, sequence: int, case: WorstCase) -> None:
+        """Keep `case` if it is among the K worst; `sequence` is its position among all samples."""
+        entry = (-case.sample.iou, -sequence, case)
+        if len(self._heap) < self.capacity:
+            heapq.heappush(self._heap, entry)
+        elif entry[:2] > self._heap[0][:2]:
+            heapq.heapreplace(self._heap, entry)
+
+    def bound(self) -> float:
+        """The highest IoU that can still enter: the K-th worst so far, or infinity until K are kept."""
+        return -self._heap[0][0] if len(self._heap) >= self.capacity else math.inf
+
+    def cases(self) -> list[WorstCase]:
+        """The kept cases, lowest IoU first."""
+        return [entry[2] for entry in sorted(self._heap, key=lambda entry: (-entry[0], -entry[1]))]
+
+
+class EvaluationTotals:
+    """Meters per group, IoU histograms, the worst samples and skips of one evaluation run."""
+
+    def __init__(self, worst_count: int) -> None:
+        self.tasks = 0
+        self.samples = 0
+        self.overall = RefSegMeter()
+        self.groups: dict[str, defaultdict[Any, RefSegMeter]] = {
+            name: defaultdict(RefSegMeter) for name in ("split", "model_version", "annotator", "version_split")
+        }
+        self.histograms: defaultdict[str, list[int]] = defaultdict(lambda: [0] * HISTOGRAM_BINS)
+        self.worst = WorstSamples(worst_count)
+        self.skipped: list[Skip] = []
+        self.versions_seen: set[str] = set()
+
+    def add(self, chunk: ChunkResult) -> None:
+        """Fold one chunk's results in."""
+        for index, case in chunk.worst:
+            self.worst.offer(self.samples + index, case)
+        for sample in chunk.samples:
+            counts = (sample.intersection, sample.union, sample.model_area, sample.human_area)
+            meters = [self.overall, self.groups["model_version"][sample.model_version]]
+            meters.append(self.groups["annotator"][sample.annotator])
+            if sample.split is not None:
+                meters.append(self.groups["split"][sample.split])
+                meters.append(self.groups["version_split"][(sample.model_version, sample.split)])
+            for meter in meters:
+                meter.update_counts(*counts)
+            self.histograms[sample.model_version][min(int(sample.iou * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
+        self.tasks += chunk.tasks
+        self.samples += len(chunk.samples)
+        self.skipped.extend(chunk.skipped)
+        self.versions_seen |= chunk.versions_seen
+
+    def report(self, source: dict[str, Any]) -> dict[str, Any]:
+        """The report.json content."""
+        table = {version: {"all": meter.compute()} for version, meter in sorted(self.groups["model_version"].items())}
+        for (version, split), meter in sorted(self.groups["version_split"].items()):
+            table[version][split] = meter.compute()
+        return {
+            "overall": self.overall.compute(),
+            **{f"by_{name}": {str(k): m.compute() for k, m in sorted(self.groups[name].items())}
+               for name in ("split", "model_version", "annotator")},
+            "by_model_version_and_split": table,
+            "iou_histogram": {"bins": HISTOGRAM_BINS, "counts": dict(sorted(self.histograms.items()))},
+            "skipped": [asdict(skip) for skip in self.skipped],
+            "source": {**source, "tasks": self.tasks, "samples": self.samples, "skipped": len(self.skipped),
+                       "model_versions_seen": sorted(self.versions_seen)},
+        }
+
+
+def evaluate_export(
+    source: ExportSource,
+    outdir: str | os.PathLike[str],
+    settings: SampleSettings,
+    *,
+    workers: int = 1,
+    worst_count: int = 12,
+    quiet: bool = True,
+    load_image: report.ImageLoader | None = None,
+    chunk_size: int = 32,
+) -> dict[str, Any]:
+    """Evaluate an export and write report.json, samples.csv and report.html into outdir.
+
+    Returns the report dict. On any error nothing is written and existing files stay as they were.
+    """
+    totals = EvaluationTotals(worst_count)
+    progress = tqdm(desc="evaluating", unit="task", file=sys.stderr, disable=quiet or not sys.stderr.isatty())
+    chunks = scored_chunks(
+        source.tasks(), settings, workers=workers, chunk_size=chunk_size,
+        keep_worst=worst_count, worst_bound=totals.worst.bound,
+    )
+    # closing(chunks): a failure in this loop stops the worker pool at once, not at garbage collection.
+    with report.AtomicOutputs(Path(outdir)) as outputs, progress, closing(chunks):
+        samples_csv = report.SampleCsvWriter(outputs.open("samples.csv"))
+        for chunk in chunks:
+            totals.add(chunk)
+            samples_csv.write_rows(sample.row() for sample in chunk.samples)
+            progress.update(chunk.tasks)
+        if settings.model_version is not None and settings.model_version not in totals.versions_seen:
+            seen = ", ".join(sorted(totals.versions_seen)) or "none"
+            raise ExportFormatError(f"model version {settings.model_version!r} is not in the export; versions seen: {seen}")
+        summary = {**source.summary(), **{k: v for k, v in asdict(settings).items() if k != "prompt_controls"}}
+        result = totals.report(summary)
+        report.write_json(outputs.open("report.json"), result)
+        views = report.worst_task_views(totals.worst.cases(), load_image)
+        outputs.open("report.html").write(report.render_html(result, views))
+    logger.info("evaluated %d tasks: %d samples, %d skipped", totals.tasks, totals.samples, len(totals.skipped))
+    return result
+
+
+def task_image_loader(label_studio_url: str | None, api_key: str | None) -> report.ImageLoader:
+    """Load a task image from a local path (or file:// URL), else through Label Studio's ImageFetcher."""
+    from mlcdseg.image_fetch import ImageFetcher
+    from mlcdseg.images import load_image
+
+    fetcher = ImageFetcher(label_studio_url, api_key) if label_studio_url else None
+
+    def load(reference: str) -> Image.Image:
+        path = Path(reference.removeprefix("file://"))
+        if path.is_file():
+            return load_image(path)
+        if fetcher is None:
+            raise ImageFetchError(f"{reference} is not a local file; pass --label-studio-url and --api-key to fetch it")
+        return fetcher.fetch(reference)
+
+    return load
+
+
+_DESCRIPTION = """\
+Score the human-corrected masks of a Label Studio project against the model's pre-annotation
+masks with the RefCOCO metrics (cIoU, gIoU, precision@0.5-0.9, N-acc, T-acc).
+
+SOURCE is a Label Studio JSON export file with predictions serialized in full (an export
+snapshot: POST /api/projects/<id>/exports with {"serialization_options": {"predictions":
+{"only_id": false}}}); the plain /export gives prediction ids only and cannot be scored.
+Instead of SOURCE, --label-studio-url, --api-key and --project make that snapshot of a live project.
+
+Written into OUTDIR, all or nothing: report.json (overall, by_split, by_model_version,
+by_annotator, skipped tasks with reasons, source), samples.csv (one row per task x annotator x
+model version) and report.html (a self-contained page: RefCOCO-style table, IoU histogram,
+precision@k curve, mask overlays of the worst samples).
+"""
+
+
+def register_evaluate(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `evaluate` subcommand to an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score human-corrected masks against model pre-annotations (RefCOCO metrics)",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", nargs="?", metavar="SOURCE", help="Label Studio JSON export file (full predictions)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="directory for report.json, samples.csv, report.html")
+    live = parser.add_argument_group("live project (instead of SOURCE; the URL and key also fetch task images)")
+    live.add_argument("--label-studio-url", default=os.environ.get("LABEL_STUDIO_URL"), help="default: $LABEL_STUDIO_URL")
+    live.add_argument("--api-key", default=os.environ.get("LABEL_STUDIO_API_KEY"), help="default: $LABEL_STUDIO_API_KEY")
+    live.add_argument("--project", type=int, metavar="ID", help="project id to export as a snapshot")
+    live.add_argument("--export-timeout", type=float, default=600.0, metavar="S", help="seconds to wait for the snapshot (default 600)")
+    parser.add_argument("--label-config", metavar="XML_FILE", help="labeling config of a SOURCE file (a live project's is read from it)")
+    parser.add_argument("--annotation", choices=ANNOTATION_MODES, default="latest",
+                        help="human mask: latest submitted non-cancelled annotation (default), the ground-truth one, "
+                             "or all (each annotator's latest as its own sample)")
+    parser.add_argument("--model-version", help="score only this model version (default: each version separately)")
+    parser.add_argument("--control", metavar="NAME", help="mask control (BrushLabels/PolygonLabels name) when there are several")
+    parser.add_argument("--expression-field", metavar="KEY", help="task data key of the expression (default: the <Text> tag's, else 'expression')")
+    parser.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="processes decoding masks (default 1)")
+    parser.add_argument("--worst", type=_positive_int, default=12, metavar="K", help="worst samples shown with overlays (default 12)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run_evaluate)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Run `mlcdseg evaluate` from parsed arguments; print a summary; MlcdsegError on failure."""
+    label_config = None
+    if args.label_config:
+        try:
+            label_config = Path(args.label_config).read_text(encoding="utf-8")
+        except OSError as error:
+            raise LabelConfigError(f"cannot read the labeling config {args.label_config}: {error.strerror}") from error
+    with open_export_source(
+        args.source,
+        label_studio_url=args.label_studio_url if args.project is not None else None,
+        api_key=args.api_key,
+        project=args.project,
+        label_config=label_config,
+        timeout_s=args.export_timeout,
+    ) as source:
+        settings = SampleSettings.from_label_config(
+            source.label_config, annotation=args.annotation, model_version=args.model_version, control=args.control
+        )
+        if args.expression_field:
+            settings = replace(settings, expression_field=args.expression_field)
+        result = evaluate_export(
+            source, args.output, settings, workers=args.workers, worst_count=args.worst, quiet=args.quiet,
+            load_image=task_image_loader(args.label_studio_url, args.api_key),
+        )
+    summary = result["source"]
+    print(f"{summary['tasks']} tasks, {summary['samples']} samples, {summary['skipped']} skipped")
+    for version, metrics in result["by_model_version"].items():
+        print(f"{version}: cIoU {report.percent(metrics['cIoU'])}  gIoU {report.percent(metrics['gIoU'])}  "
+              f"Pr@0.5 {report.percent(metrics['precision@0.5'])}  ({metrics['samples']} samples)")
+    print(f"wrote {Path(args.output) / 'report.html'}, report.json, samples.csv")
+    return 0
