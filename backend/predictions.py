@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from label_studio_sdk.label_interface import LabelInterface
 from PIL import Image
 
 from backend.service_metrics import ServiceMetrics
@@ -121,12 +120,8 @@ def _context_results(context: object) -> tuple[Mapping[str, Any], ...] | None:
     return tuple(results)
 
 
-@functools.lru_cache(maxsize=32)
-def labeling_setup(label_config: str) -> tuple[LabelingSetup, frozenset[str]]:
-    """The labeling setup of a config and the names of all its control tags (cached per config)."""
-    setup = parse_label_config(label_config)
-    control_names = frozenset(control.name for control in LabelInterface(label_config).controls)
-    return setup, control_names
+#: parse_label_config, cached: Label Studio sends the same config text with every request.
+labeling_setup = functools.lru_cache(maxsize=32)(parse_label_config)
 
 
 def task_input(
@@ -175,10 +170,10 @@ class Predictor:
         empty prediction and a logged warning; in an interactive request that is an error instead
         (TaskDataError, ImageFetchError), so the annotator sees why. Model errors always propagate.
         """
-        setup, control_names = labeling_setup(request.label_config)
+        setup = labeling_setup(request.label_config)
         unknown = sorted(
             {str(region.get("from_name")) for region in request.context_results or []}
-            - control_names
+            - setup.control_names
         )
         if unknown:
             raise InvalidRequestError(

@@ -42,6 +42,7 @@ class LabelingSetup:
     expression_field: str
     prompt_controls: tuple[str, ...]
     mask_controls: tuple[MaskControl, ...]
+    control_names: frozenset[str]
 
     def mask_control(self, name: str | None = None) -> MaskControl:
         """The mask control called `name`, or the first one when no name is given."""
@@ -85,6 +86,7 @@ def parse_label_config(xml: str) -> LabelingSetup:
         expression_field=text_fields[0] if text_fields else DEFAULT_EXPRESSION_FIELD,
         prompt_controls=tuple(c.name for c in interface.controls if c.tag == "TextArea"),
         mask_controls=mask_controls,
+        control_names=frozenset(control.name for control in interface.controls),
     )
 
 

@@ -96,7 +96,7 @@ def mask_from_regions(
     Raises MaskFormatError for a region recorded at another image size, an unknown brush
     format or a corrupt encoding.
     """
-    mask = np.zeros((height, width), dtype=bool)
+    mask = None
     for region in mask_regions(results, control_name):
         region_size = (region.get("original_height"), region.get("original_width"))
         if region_size != (height, width):
@@ -104,8 +104,12 @@ def mask_from_regions(
                 f"region {region.get('id')!r} was drawn on a {region_size[1]}x{region_size[0]} image, "
                 f"expected {width}x{height}"
             )
-        mask |= _region_mask(region, height, width)
-    return mask
+        region_mask = _region_mask(region, height, width)
+        if mask is None:
+            mask = region_mask  # a fresh array: the usual single region needs no copy
+        else:
+            mask |= region_mask
+    return mask if mask is not None else np.zeros((height, width), dtype=bool)
 
 
 def _region_mask(region: Region, height: int, width: int) -> np.ndarray:
