@@ -29,6 +29,7 @@ from PIL import Image
 
 from backend.cli import register_serve
 from mlcdseg import __version__
+from mlcdseg.atomic_files import write_files_atomically
 from mlcdseg.demo import register_demo
 from mlcdseg.errors import MlcdsegError
 from mlcdseg.evaluate import register_evaluate
@@ -301,8 +302,6 @@ def _check_output_path(path: str) -> None:
 
 def _write_image(image: Image.Image, path: str) -> None:
     """Encode `image` in the format its extension names and replace `path` atomically."""
-    from mlcdseg.refcoco import write_files_atomically
-
     encoded = io.BytesIO()
     image.save(encoded, format=Image.registered_extensions()[Path(path).suffix.lower()])
     target = Path(path)

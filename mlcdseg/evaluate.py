@@ -20,7 +20,7 @@ import sys
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from mlcdseg import report
-from mlcdseg.errors import ExportFormatError, ImageFetchError, LabelConfigError, MaskFormatError
-from mlcdseg.export_source import ExportSource, open_export_source
+from mlcdseg.atomic_files import AtomicFiles
+from mlcdseg.errors import ExportFormatError, ImageFetchError, MaskFormatError
+from mlcdseg.export_source import ExportSource, add_export_source_arguments, opened_export_source
 from mlcdseg.export_tasks import (
-    ANNOTATION_MODES, HumanSample, ModelPrediction, Region, SampleSettings, Skip, decode_regions, human_samples,
-    model_predictions,
+    HumanSample, ModelPrediction, Region, SampleSettings, Skip, decode_regions, human_samples, model_predictions,
 )
 from mlcdseg.metrics import RefSegMeter
 
@@ -297,7 +297,7 @@ def evaluate_export(
         keep_worst=worst_count, worst_bound=totals.worst.bound,
     )
     # closing(chunks): a failure in this loop stops the worker pool at once, not at garbage collection.
-    with report.AtomicOutputs(Path(outdir)) as outputs, progress, closing(chunks):
+    with AtomicFiles(outdir) as outputs, progress, closing(chunks):
         samples_csv = report.SampleCsvWriter(outputs.open("samples.csv"))
         for chunk in chunks:
             totals.add(chunk)
@@ -357,20 +357,12 @@ def register_evaluate(subparsers: Any) -> argparse.ArgumentParser:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("source", nargs="?", metavar="SOURCE", help="Label Studio JSON export file (full predictions)")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="directory for report.json, samples.csv, report.html")
-    live = parser.add_argument_group("live project (instead of SOURCE; the URL and key also fetch task images)")
-    live.add_argument("--label-studio-url", default=os.environ.get("LABEL_STUDIO_URL"), help="default: $LABEL_STUDIO_URL")
-    live.add_argument("--api-key", default=os.environ.get("LABEL_STUDIO_API_KEY"), help="default: $LABEL_STUDIO_API_KEY")
-    live.add_argument("--project", type=int, metavar="ID", help="project id to export as a snapshot")
-    live.add_argument("--export-timeout", type=float, default=600.0, metavar="S", help="seconds to wait for the snapshot (default 600)")
-    parser.add_argument("--label-config", metavar="XML_FILE", help="labeling config of a SOURCE file (a live project's is read from it)")
-    parser.add_argument("--annotation", choices=ANNOTATION_MODES, default="latest",
-                        help="human mask: latest submitted non-cancelled annotation (default), the ground-truth one, "
-                             "or all (each annotator's latest as its own sample)")
-    parser.add_argument("--model-version", help="score only this model version (default: each version separately)")
-    parser.add_argument("--control", metavar="NAME", help="mask control (BrushLabels/PolygonLabels name) when there are several")
-    parser.add_argument("--expression-field", metavar="KEY", help="task data key of the expression (default: the <Text> tag's, else 'expression')")
+    add_export_source_arguments(
+        parser,
+        model_version_help="score only this model version (default: each version separately)",
+        live_project_description="The URL and key also fetch task images for the worst-sample overlays.",
+    )
     parser.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="processes decoding masks (default 1)")
     parser.add_argument("--worst", type=_positive_int, default=12, metavar="K", help="worst samples shown with overlays (default 12)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -388,25 +380,7 @@ def _positive_int(text: str) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run `mlcdseg evaluate` from parsed arguments; print a summary; MlcdsegError on failure."""
-    label_config = None
-    if args.label_config:
-        try:
-            label_config = Path(args.label_config).read_text(encoding="utf-8")
-        except OSError as error:
-            raise LabelConfigError(f"cannot read the labeling config {args.label_config}: {error.strerror}") from error
-    with open_export_source(
-        args.source,
-        label_studio_url=args.label_studio_url if args.project is not None else None,
-        api_key=args.api_key,
-        project=args.project,
-        label_config=label_config,
-        timeout_s=args.export_timeout,
-    ) as source:
-        settings = SampleSettings.from_label_config(
-            source.label_config, annotation=args.annotation, model_version=args.model_version, control=args.control
-        )
-        if args.expression_field:
-            settings = replace(settings, expression_field=args.expression_field)
+    with opened_export_source(args) as (source, settings):
         result = evaluate_export(
             source, args.output, settings, workers=args.workers, worst_count=args.worst, quiet=args.quiet,
             load_image=task_image_loader(args.label_studio_url, args.api_key),

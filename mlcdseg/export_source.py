@@ -4,35 +4,34 @@ A JSON export is one top-level array of task objects. It is read item by item wi
 memory stays flat in the number of tasks. A live project is exported through label-studio-sdk
 as a snapshot with predictions serialized in full (the plain `/export` gives their ids only),
 downloaded to a temporary file and then read like any other file.
+
+The commands that read an export (evaluate, export-refcoco) declare the same SOURCE options with
+add_export_source_arguments and open what they name with opened_export_source.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
 import ijson
 
-from mlcdseg.errors import ExportFormatError, LabelStudioError
+from mlcdseg.errors import ExportFormatError, LabelConfigError, LabelStudioError
+from mlcdseg.export_tasks import ANNOTATION_MODES, SampleSettings
 
 logger = logging.getLogger(__name__)
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _PEEK_BYTES = 4096
-#: What a user should do when an export holds predictions as ids only.
-FULL_PREDICTIONS_HINT = (
-    "export a snapshot with full predictions instead: POST /api/projects/<id>/exports with "
-    '{"serialization_options": {"predictions": {"only_id": false}}} and download it, or let mlcdseg '
-    "do it with --label-studio-url URL --api-key KEY --project ID"
-)
 
 
 @dataclass(frozen=True)
@@ -219,3 +218,83 @@ def _label_studio_errors(action: str) -> Iterator[None]:
         raise LabelStudioError(f"Label Studio refused {action}: HTTP {error.status_code} {error.body}") from error
     except httpx.HTTPError as error:
         raise LabelStudioError(f"Label Studio could not be reached while {action}: {error}") from error
+
+
+def add_export_source_arguments(
+    parser: argparse.ArgumentParser, *, model_version_help: str, live_project_description: str | None = None
+) -> None:
+    """SOURCE, the options that pick samples from its tasks and the live-project options.
+
+    Only --model-version means something different to each command, so its help is the caller's;
+    live_project_description, when given, is printed under the live-project group's title.
+    """
+    parser.add_argument("source", nargs="?", metavar="SOURCE", help="Label Studio JSON export file (full predictions)")
+    parser.add_argument(
+        "--label-config", metavar="XML_FILE", help="labeling config of a SOURCE file (a live project's is read from it)"
+    )
+    parser.add_argument(
+        "--annotation",
+        choices=ANNOTATION_MODES,
+        default="latest",
+        help="human mask: latest submitted non-cancelled annotation (default), the ground-truth one, "
+        "or all (each annotator's latest as its own sample)",
+    )
+    parser.add_argument("--model-version", help=model_version_help)
+    parser.add_argument(
+        "--control", metavar="NAME", help="mask control (BrushLabels/PolygonLabels name) when there are several"
+    )
+    parser.add_argument(
+        "--expression-field",
+        metavar="KEY",
+        help="task data key of the expression (default: the <Text> tag's, else 'expression')",
+    )
+    live = parser.add_argument_group("live project (instead of SOURCE)", live_project_description)
+    environment = os.environ
+    live.add_argument(
+        "--label-studio-url", default=environment.get("LABEL_STUDIO_URL"), help="default: $LABEL_STUDIO_URL"
+    )
+    live.add_argument(
+        "--api-key", default=environment.get("LABEL_STUDIO_API_KEY"), help="default: $LABEL_STUDIO_API_KEY"
+    )
+    live.add_argument("--project", type=int, metavar="ID", help="project id to export as a snapshot")
+    live.add_argument(
+        "--export-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="seconds to wait for the snapshot (default 600)",
+    )
+
+
+@contextmanager
+def opened_export_source(arguments: argparse.Namespace) -> Iterator[tuple[ExportSource, SampleSettings]]:
+    """The export that add_export_source_arguments' options name, and the sample settings they ask for.
+
+    LabelConfigError when --label-config cannot be read or does not fit the options; otherwise
+    what open_export_source and SampleSettings.from_label_config raise.
+    """
+    label_config = None
+    if arguments.label_config:
+        try:
+            label_config = Path(arguments.label_config).read_text(encoding="utf-8")
+        except OSError as error:
+            raise LabelConfigError(
+                f"cannot read the labeling config {arguments.label_config}: {error.strerror}"
+            ) from error
+    with open_export_source(
+        arguments.source,
+        label_studio_url=arguments.label_studio_url if arguments.project is not None else None,
+        api_key=arguments.api_key,
+        project=arguments.project,
+        label_config=label_config,
+        timeout_s=arguments.export_timeout,
+    ) as source:
+        settings = SampleSettings.from_label_config(
+            source.label_config,
+            annotation=arguments.annotation,
+            model_version=arguments.model_version,
+            control=arguments.control,
+        )
+        if arguments.expression_field:
+            settings = replace(settings, expression_field=arguments.expression_field)
+        yield source, settings

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from mlcdseg.errors import ExportFormatError, LabelConfigError
-from mlcdseg.export_source import FULL_PREDICTIONS_HINT
 from mlcdseg.label_config import DEFAULT_EXPRESSION_FIELD, parse_label_config
 from mlcdseg.regions import (
     mask_from_regions,
@@ -27,6 +26,12 @@ ANNOTATION_MODES = ("latest", "ground-truth", "all")
 NO_MODEL_VERSION = "(no model_version)"
 Region = dict[str, Any]
 JsonObject = dict[str, Any]
+#: What a user should do when an export holds predictions as ids only.
+FULL_PREDICTIONS_HINT = (
+    "export a snapshot with full predictions instead: POST /api/projects/<id>/exports with "
+    '{"serialization_options": {"predictions": {"only_id": false}}} and download it, or let mlcdseg '
+    "do it with --label-studio-url URL --api-key KEY --project ID"
+)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from PIL import Image
+from urllib3.util import parse_url
 
 from mlcdseg.errors import ImageDecodeError, ImageFetchError
 from mlcdseg.images import load_image
@@ -56,13 +57,24 @@ def is_forbidden_address(address: str) -> bool:
 
 
 def _origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of an http(s) URL, with the scheme's default port filled in."""
-    parts = urlsplit(url)
-    return (
-        parts.scheme,
-        (parts.hostname or "").lower(),
-        parts.port or (443 if parts.scheme == "https" else 80),
-    )
+    """(scheme, host, port) of an http(s) URL, with the scheme's default port filled in.
+
+    Parsed as urllib3 parses it to connect, not with urlsplit: the two disagree on URLs such as
+    'http://evil.example\\@labelstudio/' (urlsplit: host labelstudio, urllib3: evil.example), and
+    the host we check must be the host we connect to. ValueError for a malformed URL.
+    """
+    parts = parse_url(url)
+    scheme = (parts.scheme or "").lower()
+    host = (parts.host or "").lower().strip("[]")  # an IPv6 literal comes in brackets
+    return scheme, host, parts.port or (443 if scheme == "https" else 80)
+
+
+def _sendable_url(shown_url: str, url: str) -> str:
+    """`url` exactly as requests sends it (quoted, IDNA host); ImageFetchError when malformed."""
+    try:
+        return requests.Request("GET", url).prepare().url
+    except (requests.RequestException, ValueError) as error:
+        raise ImageFetchError(f"image {shown_url}: {url!r} is not a valid URL: {error}") from None
 
 
 def _jwt_claims(token: str) -> dict | None:
@@ -230,7 +242,10 @@ class ImageFetcher:
 
     def _absolute_url(self, url: str) -> str:
         """The http(s) URL to download a task URL from; refuses cloud, file and other schemes."""
-        scheme = urlsplit(url).scheme.lower()
+        try:
+            scheme = urlsplit(url).scheme.lower()
+        except ValueError as error:  # e.g. an unclosed IPv6 bracket
+            raise ImageFetchError(f"image {url}: not a valid URL: {error}") from None
         if scheme in CLOUD_SCHEMES:
             raise ImageFetchError(
                 f"image {url}: {scheme}:// storage URLs cannot be fetched by the backend; enable "
@@ -259,7 +274,10 @@ class ImageFetcher:
 
     def _check_target(self, url: str, shown_url: str, *, redirected_by_label_studio: bool) -> None:
         """Refuse a URL whose host is not trusted or resolves to a forbidden address."""
-        scheme, host, port = _origin(url)
+        try:
+            scheme, host, port = _origin(url)
+        except ValueError as error:
+            raise ImageFetchError(f"image {shown_url}: {url!r} is not a valid URL: {error}") from None
         if scheme not in ("http", "https") or not host:
             raise ImageFetchError(
                 f"image {shown_url}: refused to follow {url!r}; only http(s) URLs are fetched"
@@ -290,6 +308,7 @@ class ImageFetcher:
         redirected_by_label_studio = False
         retried_auth = False
         for _ in range(MAX_REDIRECTS + 1):
+            url = _sendable_url(shown_url, url)  # check exactly what will be sent
             self._check_target(
                 url, shown_url, redirected_by_label_studio=redirected_by_label_studio
             )
@@ -306,7 +325,14 @@ class ImageFetcher:
                     continue
                 if response.is_redirect:
                     redirected_by_label_studio = self._is_label_studio(url)
-                    url = urljoin(url, response.headers["Location"])
+                    location = response.headers["Location"]
+                    try:
+                        url = urljoin(url, location)
+                    except ValueError as error:
+                        raise ImageFetchError(
+                            f"image {shown_url}: {url} redirects to a malformed URL {location!r}: "
+                            f"{error}"
+                        ) from None
                     continue
                 self._raise_for_status(shown_url, url, response)
                 content_type = (

@@ -18,7 +18,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,34 +291,3 @@ def json_list_chunks(items: Iterable[Any]) -> Iterator[bytes]:
         separator = b","
     yield b"[]\n" if separator == b"[" else b"]\n"
 
-
-def write_files_atomically(
-    directory: str | os.PathLike[str], contents: Mapping[str, bytes | Iterable[bytes]]
-) -> list[Path]:
-    """Write every file or none: each to a temporary file first, then all renamed into place.
-
-    A file's content is bytes or an iterable of byte chunks (written as they come). Creates the
-    directory (and missing parents) when needed, and removes them again when writing fails.
-    Returns the final paths in the order given.
-    """
-    directory = Path(directory).absolute()
-    created = [folder for folder in (directory, *directory.parents) if not folder.exists()]  # deepest first
-    directory.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for name, data in contents.items():
-            descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-            staged.append((Path(temporary), directory / name))
-            with os.fdopen(descriptor, "wb") as stream:
-                os.fchmod(stream.fileno(), 0o644)  # mkstemp's 0600 would hide a shared dataset from others
-                for chunk in [data] if isinstance(data, bytes) else data:
-                    stream.write(chunk)
-    except BaseException:
-        for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
-        for folder in created:
-            folder.rmdir()
-        raise
-    for temporary, final in staged:
-        os.replace(temporary, final)
-    return [final for _, final in staged]

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import textwrap
 from collections import Counter
-from contextlib import contextmanager
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlcdseg.errors import LabelConfigError
-from mlcdseg.export_source import ExportSource, open_export_source
-from mlcdseg.export_tasks import ANNOTATION_MODES, SampleSettings
+from mlcdseg.export_source import add_export_source_arguments, opened_export_source
 from mlcdseg.label_config import MaskControl
 from mlcdseg.refcoco import DATASET_SPLITS, REFER_SPLITS
 from mlcdseg.refcoco_export import COCO_FILE, NO_TARGET_FILE, export_refcoco
@@ -108,64 +103,11 @@ def register_export_refcoco(subparsers: argparse._SubParsersAction) -> argparse.
     parser.add_argument("-o", "--output", required=True, metavar="ROOT", help="data root; files go to ROOT/DATASET/")
     _add_dataset_arguments(parser)
     parser.add_argument("--default-split", default="val", help="split of tasks without one (default: val)")
-    add_export_source_arguments(parser, model_version_help="model version whose IoU the sentences carry")
+    add_export_source_arguments(
+        parser, model_version_help="model version whose IoU the sentences carry (default: the only one in the export)"
+    )
     parser.set_defaults(handler=_run_export)
     return parser
-
-
-def add_export_source_arguments(parser: argparse.ArgumentParser, model_version_help: str) -> None:
-    """SOURCE, the live-project options and the options that pick samples from an export's tasks."""
-    parser.add_argument("source", nargs="?", metavar="SOURCE", help="Label Studio JSON export file")
-    parser.add_argument("--label-config", metavar="XML_FILE", help="labeling config of SOURCE (control, fields)")
-    parser.add_argument(
-        "--annotation",
-        choices=ANNOTATION_MODES,
-        default="latest",
-        help="human mask: the latest annotation (default), the ground-truth one, or each annotator's latest",
-    )
-    parser.add_argument("--model-version", help=model_version_help)
-    parser.add_argument("--control", metavar="NAME", help="mask control to read when there are several")
-    parser.add_argument("--expression-field", metavar="KEY", help="task data key of the expression")
-    live = parser.add_argument_group("live project (instead of SOURCE)")
-    environment = os.environ
-    live.add_argument(
-        "--label-studio-url", default=environment.get("LABEL_STUDIO_URL"), help="default: $LABEL_STUDIO_URL"
-    )
-    live.add_argument(
-        "--api-key", default=environment.get("LABEL_STUDIO_API_KEY"), help="default: $LABEL_STUDIO_API_KEY"
-    )
-    live.add_argument("--project", type=int, metavar="ID", help="project id to export as a snapshot")
-    live.add_argument("--export-timeout", type=float, default=600.0, metavar="S", help="seconds to wait for it")
-
-
-@contextmanager
-def opened_export_source(arguments: argparse.Namespace) -> Iterator[tuple[ExportSource, SampleSettings]]:
-    """The export the add_export_source_arguments options name, and the sample settings they ask for."""
-    label_config = None
-    if arguments.label_config:
-        try:
-            label_config = Path(arguments.label_config).read_text(encoding="utf-8")
-        except OSError as error:
-            raise LabelConfigError(
-                f"cannot read the labeling config {arguments.label_config}: {error.strerror}"
-            ) from error
-    with open_export_source(
-        arguments.source,
-        label_studio_url=arguments.label_studio_url if arguments.project is not None else None,
-        api_key=arguments.api_key,
-        project=arguments.project,
-        label_config=label_config,
-        timeout_s=arguments.export_timeout,
-    ) as source:
-        settings = SampleSettings.from_label_config(
-            source.label_config,
-            annotation=arguments.annotation,
-            model_version=arguments.model_version,
-            control=arguments.control,
-        )
-        if arguments.expression_field:
-            settings = replace(settings, expression_field=arguments.expression_field)
-        yield source, settings
 
 
 def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:

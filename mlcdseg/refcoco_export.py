@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 
 from mlcdseg import __version__
+from mlcdseg.atomic_files import write_files_atomically
 from mlcdseg.errors import ExportFormatError, MaskFormatError, ReferDatasetError
 from mlcdseg.evaluate import compare
 from mlcdseg.export_tasks import HumanSample, ModelPrediction, SampleSettings, Skip, human_samples, model_predictions
@@ -45,7 +46,6 @@ from mlcdseg.refcoco import (
     refs_file_name,
     rle_geometry,
     sentence_record,
-    write_files_atomically,
 )
 from mlcdseg.regions import mask_from_regions
 

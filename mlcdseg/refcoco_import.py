@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlcdseg.atomic_files import write_files_atomically
 from mlcdseg.label_config import MaskControl
 from mlcdseg.refcoco import (
     ReferDataset,
     check_split,
     json_list_chunks,
     load_refer_dataset,
-    write_files_atomically,
 )
 from mlcdseg.regions import regions_for_mask
 

@@ -74,7 +74,9 @@ def mask_regions(results: Iterable[Region], control_name: str | None = None) -> 
     return [
         region
         for region in results
-        if region.get("type") in MASK_REGION_TYPES
+        if isinstance(region, dict)
+        and isinstance(region.get("type"), str)  # a list here would be unhashable
+        and region["type"] in MASK_REGION_TYPES
         and (control_name is None or region.get("from_name") == control_name)
     ]
 
@@ -115,6 +117,10 @@ def mask_from_regions(
 def _region_mask(region: Region, height: int, width: int) -> np.ndarray:
     """The bool mask of one brush or polygon region."""
     value = region.get("value") or {}
+    if not isinstance(value, dict):
+        raise MaskFormatError(
+            f"region {region.get('id')!r} has a {type(value).__name__} value, not an object"
+        )
     if region["type"] == "brushlabels":
         if value.get("format") != "rle" or not isinstance(value.get("rle"), list):
             raise MaskFormatError(
@@ -138,12 +144,18 @@ def _as_points(points: Sequence[Any], region: Region) -> list[tuple[float, float
 def textarea_text(results: Iterable[Region], control_names: Sequence[str] = ()) -> str | None:
     """The text typed into a TextArea (of the named controls, or any), or None when blank."""
     for region in results:
-        if region.get("type") != "textarea":
+        if not isinstance(region, dict) or region.get("type") != "textarea":
             continue
         if control_names and region.get("from_name") not in control_names:
             continue
-        text = (region.get("value") or {}).get("text")
-        lines = [text] if isinstance(text, str) else [line for line in text or [] if isinstance(line, str)]
+        value = region.get("value")
+        text = value.get("text") if isinstance(value, dict) else None
+        if isinstance(text, str):
+            lines = [text]
+        elif isinstance(text, list):  # Label Studio sends a list of lines; non-strings are ignored
+            lines = [line for line in text if isinstance(line, str)]
+        else:
+            continue
         joined = " ".join(line.strip() for line in lines).strip()
         if joined:
             return joined

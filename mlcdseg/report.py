@@ -1,9 +1,8 @@
 """Evaluation outputs: report.json, samples.csv and a self-contained report.html.
 
-Every file is written under a temporary name inside the output directory and renamed into
-place only when the whole run succeeded (AtomicOutputs), so a failed run leaves no partial
-file and keeps the previous outputs. The HTML page has no external assets: inline CSS, SVG
-plots drawn here and overlay pictures as PNG data URIs.
+The writers take open text streams; evaluate opens them with mlcdseg.atomic_files, so a failed
+run leaves no partial file and keeps the previous outputs. The HTML page has no external
+assets: inline CSS, SVG plots drawn here and overlay pictures as PNG data URIs.
 """
 
 from __future__ import annotations
@@ -13,12 +12,8 @@ import csv
 import html
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,46 +33,6 @@ SAMPLE_COLUMNS = (
 BOTH_COLOUR, HUMAN_ONLY_COLOUR, MODEL_ONLY_COLOUR = (250, 204, 21), (37, 99, 235), (220, 38, 38)
 ImageLoader = Callable[[str], Image.Image]
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563")
-
-
-class AtomicOutputs:
-    """Output files written to temporary names in `directory`, renamed into place on success.
-
-    Used as a context manager: a clean exit renames every opened file over its final name
-    (os.replace); an exception deletes the temporary files and leaves existing outputs untouched.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._files: dict[str, tuple[Path, IO[str]]] = {}
-        self._created_directory = False
-
-    def __enter__(self) -> AtomicOutputs:
-        if not self.directory.is_dir():
-            self.directory.mkdir(parents=True)
-            self._created_directory = True
-        return self
-
-    def open(self, name: str) -> IO[str]:
-        """A text stream (UTF-8, no newline translation) that will become `directory/name`."""
-        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".part")
-        stream = open(descriptor, "w", encoding="utf-8", newline="")
-        self._files[name] = (Path(temporary), stream)
-        return stream
-
-    def __exit__(
-        self, error_type: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        for _, stream in self._files.values():
-            stream.close()
-        if error_type is None:
-            for name, (temporary, _) in self._files.items():
-                os.replace(temporary, self.directory / name)
-            return
-        for temporary, _ in self._files.values():
-            temporary.unlink(missing_ok=True)
-        if self._created_directory and not any(self.directory.iterdir()):
-            self.directory.rmdir()
 
 
 class SampleCsvWriter:

@@ -30,7 +30,6 @@ from mlcdseg.refcoco import (
     segmentation_mask,
     sentence_record,
     tokenize,
-    write_files_atomically,
 )
 from mlcdseg.refcoco_export import image_file_name
 from mlcdseg.regions import mask_from_regions
@@ -93,47 +92,25 @@ def _sentence(sent_id: int, raw: str) -> dict:
     return {"sent_id": sent_id, "raw": raw, "sent": raw.lower(), "tokens": raw.lower().split()}
 
 
+def _ref(ref_id: int, ann_id: int, image_id: int, category_id: int, split: str, *sentences: dict) -> dict:
+    """A ref as REFER's refs files hold it; file_name and sent_ids follow from the other fields."""
+    return {
+        "ref_id": ref_id,
+        "ann_id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "split": split,
+        "file_name": f"COCO_train2014_{image_id:012d}_{ann_id}.jpg",
+        "sent_ids": [sentence["sent_id"] for sentence in sentences],
+        "sentences": list(sentences),
+    }
+
+
 REFS = [
-    {
-        "ref_id": 11,
-        "ann_id": 71,
-        "image_id": 9001,
-        "category_id": 37,
-        "split": "val",
-        "file_name": "COCO_train2014_000000009001_71.jpg",
-        "sent_ids": [101, 102],
-        "sentences": [_sentence(101, "the red ball"), _sentence(102, "Ball on the LEFT")],
-    },
-    {
-        "ref_id": 12,
-        "ann_id": 72,
-        "image_id": 9001,
-        "category_id": 47,
-        "split": "val",
-        "file_name": "COCO_train2014_000000009001_72.jpg",
-        "sent_ids": [103],
-        "sentences": [_sentence(103, "cup")],
-    },
-    {
-        "ref_id": 13,
-        "ann_id": 73,
-        "image_id": 9002,
-        "category_id": 1,
-        "split": "testA",
-        "file_name": "COCO_train2014_000000009002_73.jpg",
-        "sent_ids": [104, 105],
-        "sentences": [_sentence(104, "man"), _sentence(105, "guy in the middle")],
-    },
-    {
-        "ref_id": 14,
-        "ann_id": 74,
-        "image_id": 9003,
-        "category_id": 1,
-        "split": "train",
-        "file_name": "COCO_train2014_000000009003_74.jpg",
-        "sent_ids": [106],
-        "sentences": [_sentence(106, "people")],
-    },
+    _ref(11, 71, 9001, 37, "val", _sentence(101, "the red ball"), _sentence(102, "Ball on the LEFT")),
+    _ref(12, 72, 9001, 47, "val", _sentence(103, "cup")),
+    _ref(13, 73, 9002, 1, "testA", _sentence(104, "man"), _sentence(105, "guy in the middle")),
+    _ref(14, 74, 9003, 1, "train", _sentence(106, "people")),
 ]
 
 
@@ -709,17 +686,6 @@ def test_each_annotators_mask_is_its_own_object_and_equal_masks_count_once(run, 
     ] == [True, True]
     assert [len(ref["sentences"]) for ref in index["refs"]] == [1, 1]
     assert [index["cats"][ref["category_id"]] for ref in index["refs"]] == ["blue", "red"]
-
-
-def test_a_failing_write_leaves_no_file_and_no_new_folder(tmp_path: Path):
-    target = tmp_path / "root" / "refcoco"
-
-    with pytest.raises(TypeError):
-        write_files_atomically(target, {"instances.json": b"{}", "refs(unc).p": None})
-
-    assert list(tmp_path.iterdir()) == []
-    assert write_files_atomically(target, {"a.json": b"1"}) == [target / "a.json"]
-    assert (target / "a.json").read_bytes() == b"1" and [p.name for p in target.iterdir()] == ["a.json"]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The evaluation outputs: atomic files, the CSV, overlay pictures and the self-contained page."""
+"""The evaluation outputs: the CSV, overlay pictures and the self-contained page."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import io
 import re
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from mlcdseg import report
@@ -30,27 +29,6 @@ def content_of(samples: list[ScoredSample], skipped: list[Skip] = ()) -> dict:
 def decode_png(data_uri: str) -> np.ndarray:
     assert data_uri.startswith("data:image/png;base64,")
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_uri.split(",", 1)[1]))).convert("RGB"))
-
-
-def test_atomic_outputs_replace_files_only_on_success(tmp_path):
-    (tmp_path / "report.json").write_text("old")
-    with report.AtomicOutputs(tmp_path) as outputs:
-        outputs.open("report.json").write("new")
-        assert (tmp_path / "report.json").read_text() == "old"  # not yet in place
-    assert (tmp_path / "report.json").read_text() == "new"
-    with pytest.raises(RuntimeError), report.AtomicOutputs(tmp_path) as outputs:
-        outputs.open("report.json").write("half")
-        outputs.open("samples.csv").write("task_id\n")
-        raise RuntimeError("boom")
-    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
-    assert (tmp_path / "report.json").read_text() == "new"
-
-
-def test_failed_run_removes_the_output_directory_it_created(tmp_path):
-    with pytest.raises(RuntimeError), report.AtomicOutputs(tmp_path / "new" / "out") as outputs:
-        outputs.open("samples.csv").write("x")
-        raise RuntimeError("boom")
-    assert not (tmp_path / "new" / "out").exists()
 
 
 def test_samples_csv_has_the_columns_and_empty_cells_for_none(tmp_path):

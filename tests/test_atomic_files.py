@@ -1,0 +1,125 @@
+"""Output files that appear all together or not at all (mlcdseg.atomic_files)."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlcdseg.atomic_files import AtomicFiles, write_files_atomically
+
+
+def names_in(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+def test_files_replace_the_old_ones_only_when_the_block_ends(tmp_path: Path):
+    (tmp_path / "report.json").write_text("old")
+
+    with AtomicFiles(tmp_path) as files:
+        files.open("report.json").write("new")
+        files.open("mask.png", "wb").write(b"\x89PNG")
+        assert (tmp_path / "report.json").read_text() == "old"  # not yet in place
+        assert not (tmp_path / "mask.png").exists()
+
+    assert (tmp_path / "report.json").read_text() == "new"
+    assert (tmp_path / "mask.png").read_bytes() == b"\x89PNG"
+    assert names_in(tmp_path) == ["mask.png", "report.json"]
+
+
+def test_a_failure_mid_way_leaves_no_new_file_and_keeps_the_old_one(tmp_path: Path):
+    (tmp_path / "report.json").write_text("new")
+
+    with pytest.raises(RuntimeError), AtomicFiles(tmp_path) as files:
+        files.open("report.json").write("half")
+        files.open("samples.csv").write("task_id\n")
+        raise RuntimeError("boom")
+
+    assert names_in(tmp_path) == ["report.json"]
+    assert (tmp_path / "report.json").read_text() == "new"
+
+
+def test_a_failed_run_removes_the_folders_it_created(tmp_path: Path):
+    with pytest.raises(RuntimeError), AtomicFiles(tmp_path / "new" / "out") as files:
+        files.open("samples.csv").write("x")
+        raise RuntimeError("boom")
+
+    assert names_in(tmp_path) == []
+
+
+def test_a_failed_run_keeps_a_folder_that_was_there(tmp_path: Path):
+    (tmp_path / "out").mkdir()
+
+    with pytest.raises(RuntimeError), AtomicFiles(tmp_path / "out") as files:
+        files.open("samples.csv").write("x")
+        raise RuntimeError("boom")
+
+    assert names_in(tmp_path) == ["out"] and names_in(tmp_path / "out") == []
+
+
+def test_text_is_utf8_with_newlines_as_written(tmp_path: Path):
+    with AtomicFiles(tmp_path) as files:
+        files.open("samples.csv").write("a,b\r\n“é”,2\n")
+
+    assert (tmp_path / "samples.csv").read_bytes() == "a,b\r\n“é”,2\n".encode()
+
+
+def test_files_are_readable_by_everyone(tmp_path: Path):
+    write_files_atomically(tmp_path, {"instances.json": b"{}"})
+    with AtomicFiles(tmp_path) as files:
+        files.open("report.json").write("{}")
+
+    for name in ("instances.json", "report.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
+
+
+def test_opening_a_name_twice_is_refused(tmp_path: Path):
+    with pytest.raises(ValueError, match="already open"), AtomicFiles(tmp_path) as files:
+        files.open("report.json")
+        files.open("report.json")
+
+    assert names_in(tmp_path) == []
+
+
+def test_write_files_atomically_takes_bytes_or_chunks_and_returns_the_paths_in_order(tmp_path: Path):
+    target = tmp_path / "root" / "refcoco"
+
+    paths = write_files_atomically(target, {"b.json": [b"[1", b",2]"], "a.json": b"1"})
+
+    assert paths == [target / "b.json", target / "a.json"]
+    assert (target / "b.json").read_bytes() == b"[1,2]" and (target / "a.json").read_bytes() == b"1"
+
+
+def test_a_failing_write_leaves_no_file_and_no_new_folder(tmp_path: Path):
+    target = tmp_path / "root" / "refcoco"
+
+    with pytest.raises(TypeError):
+        write_files_atomically(target, {"instances.json": b"{}", "refs(unc).p": None})
+
+    assert list(tmp_path.iterdir()) == []
+    assert write_files_atomically(target, {"a.json": b"1"}) == [target / "a.json"]
+    assert (target / "a.json").read_bytes() == b"1" and [p.name for p in target.iterdir()] == ["a.json"]
+
+
+def test_chunks_that_fail_half_way_keep_the_previous_file(tmp_path: Path):
+    (tmp_path / "tasks.json").write_bytes(b"[]\n")
+
+    def chunks() -> Iterator[bytes]:
+        yield b"[{"
+        raise ValueError("a task cannot be encoded")
+
+    with pytest.raises(ValueError, match="cannot be encoded"):
+        write_files_atomically(tmp_path, {"tasks.json": chunks()})
+
+    assert names_in(tmp_path) == ["tasks.json"] and (tmp_path / "tasks.json").read_bytes() == b"[]\n"
+
+
+def test_a_failing_rename_removes_the_files_not_yet_in_place(tmp_path: Path):
+    (tmp_path / "b.json").mkdir()  # os.replace cannot put a file over a folder
+
+    with pytest.raises(OSError):
+        write_files_atomically(tmp_path, {"b.json": b"2", "c.json": b"3"})
+
+    assert names_in(tmp_path) == ["b.json"] and (tmp_path / "b.json").is_dir()
