@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from backend.settings import Settings
-from mlcdseg.model import DEFAULT_MODEL
+from mlcdseg.model import DEFAULT_MODEL, check_model_source
 
 
 def register_serve(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -35,12 +35,14 @@ def register_serve(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Serve until interrupted; SettingsError (an MlcdsegError) for a bad setting or option."""
+    """Serve until interrupted; SettingsError (an MlcdsegError) for a bad setting or option,
+    ModelNotFoundError for a missing model directory (before gunicorn starts any worker)."""
     from backend.server import configure_logging, serve
 
     settings = Settings.from_env().with_overrides(
         port=args.port, model=args.model, threads=args.threads
     )
+    check_model_source(settings.model_source)
     configure_logging(settings)
     serve(settings, args.host)
     return 0

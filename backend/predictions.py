@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from PIL import Image
 
 from backend.service_metrics import ServiceMetrics
-from mlcdseg.errors import ImageFetchError, MlcdsegError
+from mlcdseg.errors import ExpressionError, ImageFetchError, MlcdsegError
 from mlcdseg.label_config import LabelingSetup, MaskControl, choose_label, parse_label_config
 from mlcdseg.regions import regions_for_mask, textarea_text
 
@@ -168,7 +168,9 @@ class Predictor:
 
         In a batch, a task whose image cannot be had, or whose data lacks the image URL, gets an
         empty prediction and a logged warning; in an interactive request that is an error instead
-        (TaskDataError, ImageFetchError), so the annotator sees why. Model errors always propagate.
+        (TaskDataError, ImageFetchError), so the annotator sees why. An expression the model
+        cannot take ("...", a lone surrogate) is likewise an empty prediction, or a 400
+        interactively. Other model errors always propagate.
         """
         setup = labeling_setup(request.label_config)
         unknown = sorted(
@@ -198,7 +200,13 @@ class Predictor:
             logger.warning("task %s gets an empty prediction: %s", task.get("id"), error)
             self.metrics.count_failed_task()
             return prediction_item([], self.segmenter.model_version)
-        prediction = self._forward(image, wanted.expression)
+        try:
+            prediction = self._forward(image, wanted.expression)
+        except ExpressionError as error:  # e.g. "...": nothing is left to put in the prompt
+            if request.interactive:
+                raise InvalidRequestError(str(error)) from None
+            logger.info("task %s gets an empty prediction: %s", task.get("id"), error)
+            return prediction_item([], self.segmenter.model_version)
         if not prediction.has_target:
             return prediction_item([], self.segmenter.model_version)
         label = choose_label(control, wanted.expression)

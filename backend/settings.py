@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from urllib3.util import parse_url
+
 from mlcdseg.errors import MlcdsegError
 from mlcdseg.model import DEFAULT_MODEL, DEFAULT_PROMPT_TEMPLATE, DTYPES, check_prompt_template
 
@@ -56,11 +58,10 @@ class Settings:
     def __post_init__(self) -> None:
         """Validate every field, so that `dataclasses.replace` validates too."""
         if self.label_studio_url is not None:
-            parts = urlsplit(self.label_studio_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            if not _is_http_url(self.label_studio_url):
                 raise SettingsError(
-                    f"LABEL_STUDIO_URL={self.label_studio_url!r} is not an http(s) URL with a host, "
-                    "e.g. http://localhost:8080"
+                    f"LABEL_STUDIO_URL={self.label_studio_url!r} is not an http(s) URL with a host "
+                    "and a valid port, e.g. http://localhost:8080"
                 )
             object.__setattr__(self, "label_studio_url", self.label_studio_url.rstrip("/"))
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
@@ -155,6 +156,21 @@ class Settings:
         return dataclasses.replace(
             self, **{key: value for key, value in changes.items() if value is not None}
         )
+
+
+def _is_http_url(url: str) -> bool:
+    """True for an http(s) URL with a host (and a valid port) that urlsplit and urllib3 agree on."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port outside 0..65535 or not a number
+        connected_host = (parse_url(url).host or "").lower().strip("[]")
+    except ValueError:  # e.g. an unclosed IPv6 bracket or a bad port
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and connected_host == parts.hostname
+    )
 
 
 class _EnvReader:

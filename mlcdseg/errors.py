@@ -17,6 +17,10 @@ class GpuOutOfMemoryError(MlcdsegError):
     """The accelerator ran out of memory during one inference; the process stays usable."""
 
 
+class ExpressionError(MlcdsegError, ValueError):
+    """A referring expression the model cannot take: blank, only full stops, or not valid text."""
+
+
 class ImageDecodeError(MlcdsegError):
     """Bytes or a file that are not a decodable image."""
 

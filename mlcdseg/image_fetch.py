@@ -277,7 +277,9 @@ class ImageFetcher:
         try:
             scheme, host, port = _origin(url)
         except ValueError as error:
-            raise ImageFetchError(f"image {shown_url}: {url!r} is not a valid URL: {error}") from None
+            raise ImageFetchError(
+                f"image {shown_url}: {url!r} is not a valid URL: {error}"
+            ) from None
         if scheme not in ("http", "https") or not host:
             raise ImageFetchError(
                 f"image {shown_url}: refused to follow {url!r}; only http(s) URLs are fetched"

@@ -19,7 +19,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mlcdseg.errors import GpuOutOfMemoryError, ModelLoadError, ModelNotFoundError
+from mlcdseg.errors import (
+    ExpressionError,
+    GpuOutOfMemoryError,
+    ModelLoadError,
+    ModelNotFoundError,
+)
 from mlcdseg.images import ImageSource, load_image
 from mlcdseg.stand_in import STAND_IN_MODEL_TYPE
 
@@ -85,15 +90,25 @@ def build_prompt(expression: str, template: str = DEFAULT_PROMPT_TEMPLATE) -> st
     A full question or instruction (see `is_full_prompt`) is sent as is, stripped. A bare
     referring expression ("man in the red shirt") loses surrounding blanks and trailing full
     stops, and a leading "the" when the template already says "the {expression}", and goes into
-    `template` at "{expression}". Raises ValueError for an empty expression or
-    a template without "{expression}".
+    `template` at "{expression}". Raises ExpressionError (a ValueError) for an expression
+    that is blank, only full stops or not valid Unicode (a lone surrogate, which JSON's "\\ud800"
+    can carry and no tokenizer can encode), ValueError for a template without "{expression}".
     """
     check_prompt_template(template)
+    try:
+        expression.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ExpressionError(
+            f"the referring expression {expression!r} is not valid Unicode text"
+        ) from None
     if is_full_prompt(expression):
         return expression.strip()
     bare = expression.strip().rstrip(".").strip()
     if not bare:
-        raise ValueError("the referring expression is empty")
+        raise ExpressionError(
+            f"the referring expression {expression!r} is empty once blanks and trailing full "
+            "stops are dropped; give a phrase naming what to segment"
+        )
     if _ENDS_WITH_THE.search(template.split(EXPRESSION_PLACEHOLDER, 1)[0]):
         bare = _STARTS_WITH_THE.sub("", bare)  # "for the {expression}" + "the dog": no "the the"
     return template.replace(EXPRESSION_PLACEHOLDER, bare)
@@ -153,7 +168,7 @@ class Segmenter:
 
         The image is EXIF-oriented and made 8-bit RGB first (mlcdseg.images.load_image); the
         mask is bool (H, W) at that size. force_seg=None uses the Segmenter's default. Raises
-        ImageDecodeError, ValueError (empty expression), GpuOutOfMemoryError (the next call works).
+        ImageDecodeError, ExpressionError, GpuOutOfMemoryError (the next call works).
         """
         rgb_image = load_image(image)
         prompt = build_prompt(expression, self.prompt_template)
@@ -265,6 +280,15 @@ class _ModelLocation:
     reference: str  # a hub id, or an absolute directory path
     name: str  # the hub id or the directory's name, for model_version
     is_local: bool
+
+
+def check_model_source(model: str) -> None:
+    """Raise ModelNotFoundError for an empty name, a missing model directory or a file.
+
+    Cheap (no imports, no network): a server checks its model before it starts workers. A hub
+    id is only checked when loading.
+    """
+    _locate(model)
 
 
 def _locate(model: str) -> _ModelLocation:

@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from label_studio_sdk.converter.brush import decode_rle
 
 from mlcdseg.errors import MaskFormatError
@@ -107,3 +109,81 @@ def test_blank_textarea_is_no_text():
     assert textarea_text(blank) is None
     lines = [{"type": "textarea", "from_name": "prompt", "value": {"text": ["the man", "in red "]}}]
     assert textarea_text(lines) == "the man in red"
+
+
+# --- hostile result lists (exports and interactive contexts are user data) -----------------------
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=6)
+    | st.sampled_from(["brushlabels", "polygonlabels", "textarea", "rle", "mask", "prompt"])
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(
+        st.sampled_from(["type", "from_name", "value", "text", "rle", "format", "points", "id"])
+        | st.sampled_from(["original_height", "original_width"]),
+        children,
+        max_size=5,
+    ),
+    max_leaves=16,
+)
+_REGIONS = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(["brushlabels", "polygonlabels", "textarea"]) | _VALUES,
+            "from_name": st.sampled_from(["mask", "prompt"]) | _VALUES,
+            "original_height": st.sampled_from([4]) | _VALUES,
+            "original_width": st.sampled_from([6]) | _VALUES,
+            "value": _VALUES,
+        },
+    )
+    | _VALUES,
+    max_size=4,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(results=_REGIONS)
+def test_any_result_list_decodes_to_a_mask_or_a_mask_format_error(results: list) -> None:
+    """Never AttributeError/TypeError from a region of the wrong shape (found: a string
+    value, an unhashable type, a number as TextArea text)."""
+    assert isinstance(textarea_text(results), (str, type(None)))
+    assert isinstance(textarea_text(results, ("prompt",)), (str, type(None)))
+    size = region_image_size([region for region in results if isinstance(region, dict)])
+    assert size is None or all(isinstance(side, int) and side > 0 for side in size)
+    try:
+        mask = mask_from_regions(results, None, 4, 6)
+    except MaskFormatError:
+        return
+    assert mask.shape == (4, 6) and mask.dtype == bool
+
+
+@pytest.mark.parametrize(
+    "region",
+    [
+        {"type": ["brushlabels"], "value": {}},
+        {"type": "brushlabels", "original_height": 4, "original_width": 6, "value": "rle"},
+        {"type": "polygonlabels", "original_height": 4, "original_width": 6, "value": [[0, 0]]},
+    ],
+)
+def test_region_of_the_wrong_shape_is_skipped_or_a_mask_format_error(region: dict) -> None:
+    try:
+        mask = mask_from_regions([region], None, 4, 6)
+    except MaskFormatError as error:
+        assert "value, not an object" in str(error)
+    else:
+        assert not mask.any()
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["typed", ["typed"], {"text": 5}, {"text": {"typed": 1}}, {"text": [["typed"], 7]}, None],
+)
+def test_textarea_value_of_the_wrong_shape_has_no_text(value: object) -> None:
+    assert textarea_text([{"type": "textarea", "from_name": "prompt", "value": value}]) is None
