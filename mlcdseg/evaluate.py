@@ -33,9 +33,16 @@ from mlcdseg.atomic_files import AtomicFiles
 from mlcdseg.errors import ExportFormatError, ImageFetchError, MaskFormatError
 from mlcdseg.export_source import ExportSource, add_export_source_arguments, opened_export_source
 from mlcdseg.export_tasks import (
-    HumanSample, ModelPrediction, Region, SampleSettings, Skip, decode_regions, human_samples, model_predictions,
+    HumanSample,
+    ModelPrediction,
+    Region,
+    SampleSettings,
+    Skip,
+    decode_regions,
+    human_samples,
+    model_predictions,
 )
-from mlcdseg.metrics import RefSegMeter
+from mlcdseg.metrics import RefSegMeter, sample_iou
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +67,7 @@ class ScoredSample:
     @property
     def iou(self) -> float:
         """IoU of the sample; 1.0 when both masks are empty."""
-        return self.intersection / self.union if self.union else 1.0
+        return sample_iou(self.intersection, self.union)
 
     def row(self) -> dict[str, Any]:
         """The sample as a samples.csv row (see report.SAMPLE_COLUMNS)."""

@@ -155,9 +155,9 @@ def svg_histogram(counts: Mapping[str, Sequence[int]], width: int = 520, height:
     for bin_index in range(0, bins + 1, max(1, bins // 5)):
         x = left + bin_index * slot
         body.append(f'<text x="{x:.1f}" y="{height - 18}" class="tick" text-anchor="middle">{bin_index / bins:.1f}</text>')
-    for fraction in (0, 0.5, 1):
-        y = top + plot_height * (1 - fraction)
-        body.append(f'<text x="{left - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{round(tallest * fraction)}</text>')
+    for tick in sorted({0, tallest // 2, tallest}):  # whole counts only, each once
+        y = top + plot_height * (1 - tick / tallest)
+        body.append(f'<text x="{left - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{tick}</text>')
     body.append(f'<text x="{left + plot_width / 2}" y="{height - 2}" class="tick" text-anchor="middle">IoU</text>')
     body += _legend(list(counts), left + plot_width + 12, top)
     return _svg_frame(width, height, "Histogram of per-sample IoU", body)
