@@ -9,12 +9,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
-
-from urllib3.util import parse_url
 
 from mlcdseg.errors import MlcdsegError
 from mlcdseg.model import DEFAULT_MODEL, DEFAULT_PROMPT_TEMPLATE, DTYPES, check_prompt_template
+from mlcdseg.urls import HTTP_URL_DESCRIPTION, is_http_url
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE_WORDS = ("1", "true", "yes", "on")
@@ -58,10 +56,9 @@ class Settings:
     def __post_init__(self) -> None:
         """Validate every field, so that `dataclasses.replace` validates too."""
         if self.label_studio_url is not None:
-            if not _is_http_url(self.label_studio_url):
+            if not is_http_url(self.label_studio_url):
                 raise SettingsError(
-                    f"LABEL_STUDIO_URL={self.label_studio_url!r} is not an http(s) URL with a host "
-                    "and a valid port, e.g. http://localhost:8080"
+                    f"LABEL_STUDIO_URL={self.label_studio_url!r} is not {HTTP_URL_DESCRIPTION}"
                 )
             object.__setattr__(self, "label_studio_url", self.label_studio_url.rstrip("/"))
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
@@ -156,21 +153,6 @@ class Settings:
         return dataclasses.replace(
             self, **{key: value for key, value in changes.items() if value is not None}
         )
-
-
-def _is_http_url(url: str) -> bool:
-    """True for an http(s) URL with a host (and a valid port) that urlsplit and urllib3 agree on."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port outside 0..65535 or not a number
-        connected_host = (parse_url(url).host or "").lower().strip("[]")
-    except ValueError:  # e.g. an unclosed IPv6 bracket or a bad port
-        return False
-    return (
-        parts.scheme in ("http", "https")
-        and bool(parts.hostname)
-        and connected_host == parts.hostname
-    )
 
 
 class _EnvReader:

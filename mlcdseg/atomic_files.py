@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
@@ -42,14 +42,20 @@ class AtomicFiles:
     def __enter__(self) -> AtomicFiles:
         # Deepest first, the order they are removed in.
         self._created_folders = [folder for folder in (self.directory, *self.directory.parents) if not folder.exists()]
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as error:  # a file where a folder must be
+            blocking = next(folder for folder in (self.directory, *self.directory.parents) if os.path.lexists(folder))
+            where = "it" if blocking == self.directory else str(blocking)
+            raise NotADirectoryError(f"cannot write into {self.directory}: {where} is not a directory") from error
         return self
 
     def open(self, name: str, mode: Literal["w", "wb"] = "w") -> IO[Any]:
         """A new stream that will become `directory/name`: text (UTF-8, newline="") for "w", bytes for "wb"."""
         if name in self._files:
             raise ValueError(f"{name} is already open in {self.directory}")
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory)
+        with _reported_as(self.directory / name):
+            descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory)
         try:
             os.fchmod(descriptor, FILE_MODE)
             stream = open(descriptor, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {}))
@@ -67,10 +73,12 @@ class AtomicFiles:
             self._discard()
             return
         try:
-            for _, stream in self._files.values():
-                stream.close()  # a full disk may only show here, when the buffer is flushed
+            for name, (_, stream) in self._files.items():
+                with _reported_as(self.directory / name):
+                    stream.close()  # a full disk may only show here, when the buffer is flushed
             for name in list(self._files):
-                os.replace(self._files[name][0], self.directory / name)
+                with _reported_as(self.directory / name):
+                    os.replace(self._files[name][0], self.directory / name)
                 del self._files[name]
         except BaseException:
             self._discard()
@@ -88,6 +96,17 @@ class AtomicFiles:
                 folder.rmdir()
             except OSError:  # something else was put there meanwhile: keep it and its parents
                 break
+
+
+@contextlib.contextmanager
+def _reported_as(destination: Path) -> Iterator[None]:
+    """Report an OSError about a temporary file as one about its destination, the name a user gave."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(destination)) from error
 
 
 def write_files_atomically(

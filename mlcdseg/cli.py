@@ -40,6 +40,7 @@ from mlcdseg.model import (
     DTYPES,
     Prediction,
     Segmenter,
+    build_prompt,
     check_prompt_template,
     load_model,
 )
@@ -207,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_predict(arguments: argparse.Namespace) -> int:
-    """Handler of `mlcdseg predict`: outputs are checked before the (slow) model load."""
+    """Handler of `mlcdseg predict`: expression and outputs are checked before the model loads."""
+    build_prompt(arguments.expression, arguments.prompt_template)  # raises ExpressionError
     for output in (arguments.output, arguments.overlay):
         if output is not None:
             _check_output_path(output)

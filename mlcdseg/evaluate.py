@@ -40,6 +40,7 @@ from mlcdseg.export_tasks import (
     Skip,
     decode_regions,
     human_samples,
+    malformed_task_skip,
     model_predictions,
 )
 from mlcdseg.metrics import RefSegMeter, sample_iou
@@ -144,8 +145,9 @@ def score_chunk(
     result = ChunkResult(tasks=len(tasks))
     cases: list[WorstCase] = []
     for position, task in enumerate(tasks, start=first_position):
-        if not isinstance(task, dict):
-            result.skipped.append(Skip(None, f"item {position} of the export is not a task object"))
+        malformed = malformed_task_skip(task, position)
+        if malformed is not None:
+            result.skipped.append(malformed)
             continue
         predictions, prediction_skips = model_predictions(task, settings)
         result.skipped.extend(prediction_skips)

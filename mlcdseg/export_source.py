@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import tempfile
 import time
@@ -27,6 +28,7 @@ import ijson
 
 from mlcdseg.errors import ExportFormatError, LabelConfigError, LabelStudioError
 from mlcdseg.export_tasks import ANNOTATION_MODES, SampleSettings
+from mlcdseg.urls import HTTP_URL_DESCRIPTION, is_http_url
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +129,7 @@ def open_export_source(
 
     A snapshot lives in a temporary directory that is removed when the context exits. The label
     config comes from `label_config` when given, else from the live project, else is None.
+    LabelStudioError for a malformed label_studio_url, before any request.
     """
     if project is None:
         if source is None:
@@ -137,6 +140,8 @@ def open_export_source(
         raise ExportFormatError("give either an export file or --project, not both")
     if not label_studio_url or not api_key:
         raise ExportFormatError("--project needs --label-studio-url and --api-key")
+    if not is_http_url(label_studio_url):
+        raise LabelStudioError(f"--label-studio-url {label_studio_url!r} is not {HTTP_URL_DESCRIPTION}")
     with tempfile.TemporaryDirectory(prefix="mlcdseg-export-") as directory:
         snapshot = snapshot_project_export(
             label_studio_url, api_key, project, Path(directory),
@@ -209,14 +214,14 @@ def snapshot_project_export(
 
 @contextmanager
 def _label_studio_errors(action: str) -> Iterator[None]:
-    """Turn SDK and HTTP failures during `action` into one-line LabelStudioError messages."""
+    """Turn SDK and HTTP failures (and a URL httpx cannot parse) during `action` into one-line LabelStudioErrors."""
     from label_studio_sdk.core.api_error import ApiError
 
     try:
         yield
     except ApiError as error:
         raise LabelStudioError(f"Label Studio refused {action}: HTTP {error.status_code} {error.body}") from error
-    except httpx.HTTPError as error:
+    except (httpx.HTTPError, httpx.InvalidURL) as error:  # InvalidURL is no HTTPError
         raise LabelStudioError(f"Label Studio could not be reached while {action}: {error}") from error
 
 
@@ -259,11 +264,22 @@ def add_export_source_arguments(
     live.add_argument("--project", type=int, metavar="ID", help="project id to export as a snapshot")
     live.add_argument(
         "--export-timeout",
-        type=float,
+        type=_positive_seconds,
         default=600.0,
         metavar="S",
         help="seconds to wait for the snapshot (default 600)",
     )
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 @contextmanager
@@ -277,10 +293,9 @@ def opened_export_source(arguments: argparse.Namespace) -> Iterator[tuple[Export
     if arguments.label_config:
         try:
             label_config = Path(arguments.label_config).read_text(encoding="utf-8")
-        except OSError as error:
-            raise LabelConfigError(
-                f"cannot read the labeling config {arguments.label_config}: {error.strerror}"
-            ) from error
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text, so not an XML config"
+            raise LabelConfigError(f"cannot read the labeling config {arguments.label_config}: {reason}") from error
     with open_export_source(
         arguments.source,
         label_studio_url=arguments.label_studio_url if arguments.project is not None else None,

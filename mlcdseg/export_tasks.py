@@ -77,6 +77,30 @@ class Skip:
     reason: str
 
 
+#: The JSON type each task-level field must have when it is present and not null.
+_TASK_FIELD_TYPES: dict[str, tuple[type, str]] = {
+    "data": (dict, "an object"),
+    "annotations": (list, "a list"),
+    "predictions": (list, "a list"),
+}
+
+
+def malformed_task_skip(item: Any, position: int) -> Skip | None:
+    """Why export item number `position` cannot be read as a task, or None when it can.
+
+    A task is a JSON object whose data, annotations and predictions fields, where present and
+    not null, are an object, a list and a list. human_samples and model_predictions take only
+    tasks this accepts, so every command that reads an export skips the same items.
+    """
+    if not isinstance(item, dict):
+        return Skip(None, f"item {position} of the export is not a task object")
+    for name, (json_type, described) in _TASK_FIELD_TYPES.items():
+        value = item.get(name)
+        if value is not None and not isinstance(value, json_type):
+            return Skip(item.get("id"), f"its {name!r} field is not {described}")
+    return None
+
+
 def decode_regions(regions: tuple[Region, ...], image_size: tuple[int, int] | None) -> np.ndarray:
     """Union of mask regions as a bool (H, W) array; (1, 1) empty when there is no size.
 
@@ -183,7 +207,7 @@ def _data_text(data: JsonObject, key: str) -> str | None:
 
 
 def human_samples(task: JsonObject, settings: SampleSettings) -> tuple[list[HumanSample], list[Skip]]:
-    """The human samples of a task under settings.annotation, and the skips it gives.
+    """The human samples of a task that malformed_task_skip accepts, under settings.annotation, and their skips.
 
     The expression is the task data field (settings.expression_field), else the annotation's
     TextArea text, else None.
@@ -217,7 +241,7 @@ def human_samples(task: JsonObject, settings: SampleSettings) -> tuple[list[Huma
 
 
 def model_predictions(task: JsonObject, settings: SampleSettings) -> tuple[dict[str, ModelPrediction], list[Skip]]:
-    """The latest prediction of each model version in a task (all versions, whatever the settings).
+    """The latest prediction of each model version (all, whatever the settings) in a task malformed_task_skip accepts.
 
     ExportFormatError when the export lists predictions as ids only (Label Studio's plain export).
     """

@@ -27,6 +27,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from mlcdseg.errors import MaskFormatError, ReferDatasetError
+from mlcdseg.images import DEFAULT_MAX_PIXELS
 from mlcdseg.masks import decode_coco_rle
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ DATASET_SPLITS: dict[str, dict[str, tuple[str, ...]]] = {
 #: Every split name REFER.getRefIds can select refs by.
 REFER_SPLITS: tuple[str, ...] = ("train", "val", "test", "testA", "testB", "testC", "testAB", "testBC", "testAC")
 INSTANCES_FILE = "instances.json"
+#: Largest image (height x width) whose masks are decoded: the pixel limit of decoded images,
+#: far above the images of the REFER datasets.
+MAX_MASK_PIXELS = DEFAULT_MAX_PIXELS
 
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 
@@ -135,6 +139,30 @@ def segmentation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     return mask
 
 
+def _image_size(image: Mapping[str, Any]) -> tuple[int, int]:
+    """(height, width) of a COCO image record; ReferDatasetError naming the image and field when unusable.
+
+    Both must be whole numbers from 1, with at most MAX_MASK_PIXELS pixels in all: a corrupt
+    size is refused, not allocated.
+    """
+    name = f"image {image.get('id')} ({image.get('file_name')})"
+    size = []
+    for field in ("height", "width"):
+        try:
+            value = int(image[field])
+        except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's Infinity
+            value = 0  # refused below, like a size under 1
+        if value < 1:
+            raise ReferDatasetError(f"{name} has {field} {image[field]!r}; it must be a whole number from 1")
+        size.append(value)
+    height, width = size
+    if height * width > MAX_MASK_PIXELS:
+        raise ReferDatasetError(
+            f"{name} has height {height} and width {width}: over the {MAX_MASK_PIXELS} pixels a mask may have"
+        )
+    return height, width
+
+
 def rle_geometry(rle: Mapping[str, Any]) -> dict[str, Any]:
     """COCO annotation fields of a mask RLE: segmentation [rle], area (pixels), bbox [x, y, w, h]."""
     coco_rle = {"size": list(rle["size"]), "counts": rle["counts"].encode()}
@@ -183,12 +211,13 @@ class ReferDataset:
         return selected
 
     def annotation_mask(self, ref: Mapping[str, Any]) -> np.ndarray:
-        """Bool (H, W) mask of a ref's annotation at its image's size."""
-        image = self.images[ref["image_id"]]
+        """Bool (H, W) mask of a ref's annotation at its image's size.
+
+        ReferDatasetError when the image's size is not whole numbers or is over MAX_MASK_PIXELS.
+        """
+        height, width = _image_size(self.images[ref["image_id"]])
         try:
-            return segmentation_mask(
-                self.annotations[ref["ann_id"]]["segmentation"], int(image["height"]), int(image["width"])
-            )
+            return segmentation_mask(self.annotations[ref["ann_id"]]["segmentation"], height, width)
         except MaskFormatError as error:
             raise MaskFormatError(f"annotation {ref['ann_id']} of ref {ref['ref_id']}: {error}") from error
 

@@ -36,7 +36,15 @@ from mlcdseg import __version__
 from mlcdseg.atomic_files import write_files_atomically
 from mlcdseg.errors import ExportFormatError, MaskFormatError, ReferDatasetError
 from mlcdseg.evaluate import compare
-from mlcdseg.export_tasks import HumanSample, ModelPrediction, SampleSettings, Skip, human_samples, model_predictions
+from mlcdseg.export_tasks import (
+    HumanSample,
+    ModelPrediction,
+    SampleSettings,
+    Skip,
+    human_samples,
+    malformed_task_skip,
+    model_predictions,
+)
 from mlcdseg.masks import encode_coco_rle
 from mlcdseg.metrics import sample_iou
 from mlcdseg.refcoco import (
@@ -123,8 +131,9 @@ class ReferExportBuilder:
     def add_task(self, task: Any) -> None:
         """Add the human samples of one export item (skips are recorded, not raised)."""
         self.tasks += 1
-        if not isinstance(task, dict):
-            self.skipped.append(Skip(None, f"item {self.tasks - 1} of the export is not a task object"))
+        malformed = malformed_task_skip(task, self.tasks - 1)
+        if malformed is not None:
+            self.skipped.append(malformed)
             return
         try:
             predictions, prediction_skips = model_predictions(task, self.settings)

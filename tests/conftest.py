@@ -33,6 +33,18 @@ def fixtures_dir() -> Path:
     return FIXTURES_DIR
 
 
+@pytest.fixture
+def unwritable_dir(tmp_path: Path) -> Path:
+    """A directory nothing can be created in: read-only for a normal user, /proc for root."""
+    if os.geteuid() != 0:
+        directory = tmp_path / "read-only"
+        directory.mkdir(mode=0o500)
+        return directory
+    if not Path("/proc").is_dir():
+        pytest.skip("running as root without /proc: no directory is unwritable")
+    return Path("/proc")
+
+
 @pytest.fixture(scope="session")
 def stand_in_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The offline stand-in model directory (NOT MLCD-Seg: a colour rule), written once."""

@@ -123,3 +123,34 @@ def test_a_failing_rename_removes_the_files_not_yet_in_place(tmp_path: Path):
         write_files_atomically(tmp_path, {"b.json": b"2", "c.json": b"3"})
 
     assert names_in(tmp_path) == ["b.json"] and (tmp_path / "b.json").is_dir()
+
+
+def test_an_error_names_the_destination_not_the_temporary_file(tmp_path: Path):
+    (tmp_path / "b.json").mkdir()
+
+    with pytest.raises(IsADirectoryError) as raised:
+        write_files_atomically(tmp_path, {"b.json": b"2"})
+
+    assert raised.value.filename == str(tmp_path / "b.json") and raised.value.filename2 is None
+    assert ".tmp" not in str(raised.value)
+
+
+def test_a_folder_nothing_can_be_created_in_is_named_with_the_destination(unwritable_dir: Path):
+    with pytest.raises(OSError) as raised:
+        write_files_atomically(unwritable_dir, {"mask.png": b"\x89PNG"})
+
+    assert raised.value.filename == str(unwritable_dir / "mask.png")
+    assert ".tmp" not in str(raised.value)
+
+
+@pytest.mark.parametrize("output", ["taken.png", "taken.png/sub"])
+def test_a_file_where_the_folder_must_be_is_named_plainly(tmp_path: Path, output: str):
+    (tmp_path / "taken.png").write_bytes(b"\x89PNG")
+    directory = tmp_path / output
+    where = "it" if output == "taken.png" else str(tmp_path / "taken.png")
+
+    with pytest.raises(NotADirectoryError) as raised, AtomicFiles(directory):
+        pass
+
+    assert str(raised.value) == f"cannot write into {directory}: {where} is not a directory"
+    assert (tmp_path / "taken.png").read_bytes() == b"\x89PNG"

@@ -2,8 +2,7 @@
 
 A failure is exit status 1 and ONE stderr line `mlcdseg: error: …`; an argparse usage error is
 exit status 2 with the usage and one `mlcdseg …: error: …` line. Most cases run `main()`
-in-process; a few run `python -m mlcdseg` to see exactly what a user sees. Cases marked xfail
-are known bugs in modules this suite does not own; each reason names the file, line and error.
+in-process; a few run `python -m mlcdseg` to see exactly what a user sees.
 """
 
 from __future__ import annotations
@@ -68,18 +67,6 @@ def files(tmp_path: Path) -> Files:
     return Files(tmp_path)
 
 
-@pytest.fixture
-def unwritable_dir(tmp_path: Path) -> Path:
-    """A directory nothing can be created in: read-only for a normal user, /proc for root."""
-    if os.geteuid() != 0:
-        directory = tmp_path / "read-only"
-        directory.mkdir(mode=0o500)
-        return directory
-    if not Path("/proc").is_dir():
-        pytest.skip("running as root without /proc: no directory is unwritable")
-    return Path("/proc")
-
-
 @pytest.fixture(autouse=True)
 def never_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     """A `serve` case that passes validation fails the test instead of starting gunicorn."""
@@ -118,11 +105,6 @@ def assert_usage_error(status: int, out: str, err: str, fragment: str) -> None:
     assert sum(": error: " in line for line in lines) == 1
 
 
-def known_bug(reason: str, raises: type[BaseException]) -> pytest.MarkDecorator:
-    """A bug in a module this suite does not own: the test must fail, with exactly `raises`."""
-    return pytest.mark.xfail(strict=True, raises=raises, reason=reason)
-
-
 # --- every command: usage errors -----------------------------------------------------------------
 
 
@@ -143,6 +125,9 @@ def known_bug(reason: str, raises: type[BaseException]) -> pytest.MarkDecorator:
         (["evaluate", "export.json", "-o", "out", "--workers", "0"], "must be at least 1"),
         (["evaluate", "export.json", "-o", "out", "--annotation", "best"], "invalid choice: 'best'"),
         (["evaluate", "--project", "one", "-o", "out"], "argument --project: invalid int value"),
+        (["evaluate", "-o", "out", "--export-timeout", "-1"], "must be a positive number of seconds"),
+        (["export-refcoco", "-o", "out", "--export-timeout", "0"], "must be a positive number of seconds"),
+        (["evaluate", "-o", "out", "--export-timeout", "nan"], "must be a positive number of seconds"),
         (["export-refcoco", "export.json"], "the following arguments are required: -o/--output"),
         (["import-refcoco", "root", "-o", "tasks.json"], "--image-url-prefix"),
         (["import-refcoco", "root", "-o", "t.json", "--image-url-prefix", "/", "--format", "svg"],
@@ -218,6 +203,14 @@ def test_predict_with_an_expression_the_model_cannot_take(
     assert_one_error_line(*result, fragment)
 
 
+def test_predict_checks_the_expression_before_loading_the_model(
+    capsys: pytest.CaptureFixture, files: Files
+) -> None:
+    """A 17 GB model takes minutes to load: an expression it cannot take fails before that."""
+    result = run_cli(capsys, "predict", files.png, "...", "--model", files.missing)
+    assert_one_error_line(*result, "is empty once blanks and trailing full stops are dropped")
+
+
 def test_predict_into_a_missing_directory_or_onto_a_directory(
     capsys: pytest.CaptureFixture, files: Files, stand_in_model_dir: Path
 ) -> None:
@@ -240,7 +233,8 @@ def test_predict_into_an_unwritable_directory(
         capsys, "predict", files.png, "red", "--model", stand_in_model_dir,
         "-o", unwritable_dir / "mask.png",
     )  # fmt: skip
-    assert_one_error_line(*result)
+    assert_one_error_line(*result, str(unwritable_dir / "mask.png"))
+    assert ".tmp" not in result[2]  # the destination is named, not its temporary file
 
 
 # --- evaluate and export-refcoco: the export and the labeling config ---------------------------
@@ -271,17 +265,6 @@ def test_a_file_that_is_no_export(
     assert not (files.root / "out").exists()
 
 
-PREDICTIONS_NOT_A_LIST = known_bug(
-    "mlcdseg/export_tasks.py:226 model_predictions iterates task['predictions'] without checking "
-    "it is a list: TypeError 'int' object is not iterable",
-    TypeError,
-)
-ANNOTATIONS_NOT_A_LIST = known_bug(
-    "mlcdseg/export_tasks.py:152 select_annotations iterates task['annotations'] without checking "
-    "it is a list: TypeError 'int' object is not iterable (evaluate skips the task, export-refcoco "
-    "crashes)",
-    TypeError,
-)
 WRONGLY_TYPED_TASKS = {
     "predictions-a-number": [{**TASK, "annotations": [], "predictions": 7}],
     "annotations-a-number": [{**TASK, "annotations": 7, "predictions": []}],
@@ -304,19 +287,12 @@ WRONGLY_TYPED_TASKS = {
          "predictions": [{"model_version": ["m"], "created_at": [], "result": []}]}
     ],
 }  # fmt: skip
-KNOWN_TASK_BUGS = {
-    ("evaluate", "predictions-a-number"): PREDICTIONS_NOT_A_LIST,
-    ("export-refcoco", "predictions-a-number"): PREDICTIONS_NOT_A_LIST,
-    ("export-refcoco", "annotations-a-number"): ANNOTATIONS_NOT_A_LIST,
-}
 
 
 @pytest.mark.parametrize(
     ("command", "tasks"),
     [
-        pytest.param(
-            command, tasks, id=f"{command}-{name}", marks=KNOWN_TASK_BUGS.get((command, name), ())
-        )
+        pytest.param(command, tasks, id=f"{command}-{name}")
         for command in EXPORT_COMMANDS
         for name, tasks in WRONGLY_TYPED_TASKS.items()
     ],
@@ -340,16 +316,8 @@ def test_an_export_with_fields_of_the_wrong_type_skips_the_task_or_is_one_error_
         ("missing", "cannot read the labeling config"),
         ("directory", "cannot read the labeling config"),
         ("garbage_xml", "the labeling config is not valid XML"),
-        pytest.param(
-            "png",
-            "cannot read the labeling config",
-            marks=known_bug(
-                "mlcdseg/export_source.py:279 opened_export_source reads --label-config with "
-                "read_text(encoding='utf-8') and catches only OSError: a binary file raises "
-                "UnicodeDecodeError",
-                UnicodeDecodeError,
-            ),
-        ),
+        ("png", "cannot read the labeling config"),
+        ("binary", "is not UTF-8 text"),
     ],
 )
 def test_a_labeling_config_it_cannot_use(
@@ -380,13 +348,12 @@ def test_an_unknown_control(capsys: pytest.CaptureFixture, files: Files, command
         pytest.param(
             ["--project", "1", "--label-studio-url", "http://ls:port", "--api-key", "k"],
             "--label-studio-url",
-            marks=known_bug(
-                "mlcdseg/export_source.py:174 snapshot_project_export passes an unchecked "
-                "--label-studio-url to the SDK client: httpx.InvalidURL (Invalid port: 'port') "
-                "escapes; 'http://[::1' does the same",
-                Exception,
-            ),
             id="label-studio-url-with-a-bad-port",
+        ),
+        pytest.param(
+            ["--project", "1", "--label-studio-url", "http://[::1", "--api-key", "k"],
+            "--label-studio-url 'http://[::1' is not an http(s) URL",
+            id="label-studio-url-with-an-unclosed-bracket",
         ),
     ],
 )  # fmt: skip
@@ -404,6 +371,16 @@ def test_an_output_that_cannot_be_written(
     for output in [files.png, files.png / "sub", unwritable_dir / "out"]:
         assert_one_error_line(*run_cli(capsys, command, files.empty_export, "-o", output))
     assert files.png.read_bytes()[:4] == b"\x89PNG"  # untouched
+
+
+@pytest.mark.parametrize("command", EXPORT_COMMANDS)
+def test_an_output_under_or_at_a_file_says_the_file_is_not_a_directory(
+    capsys: pytest.CaptureFixture, files: Files, command: str
+) -> None:
+    for output in [files.png, files.png / "sub"]:
+        result = run_cli(capsys, command, files.empty_export, "-o", output)
+        assert_one_error_line(*result, f"cannot write into {output}", "is not a directory")
+        assert "File exists" not in result[2]
 
 
 @pytest.mark.parametrize(
@@ -483,20 +460,10 @@ def with_image(**changes: object) -> str:
          "a segmentation must be a list or an RLE dict"),
         pytest.param(
             pickle.dumps([REF]), with_image(height="tall"), "height",
-            marks=known_bug(
-                "mlcdseg/refcoco.py:190 annotation_mask calls int(image['height']) on "
-                "instances.json data unchecked: ValueError invalid literal for int()",
-                ValueError,
-            ),
             id="image-height-not-a-number",
         ),
         pytest.param(
             pickle.dumps([REF]), with_image(height=10**9, width=10**9), "height",
-            marks=known_bug(
-                "mlcdseg/refcoco.py:117 segmentation_mask allocates np.zeros((height, width)) "
-                "from instances.json sizes unchecked: MemoryError for 10^9 x 10^9",
-                MemoryError,
-            ),
             id="image-size-absurd",
         ),
     ],

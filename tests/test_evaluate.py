@@ -11,6 +11,7 @@ import copy
 import csv
 import itertools
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,7 @@ import pytest
 from mlcdseg import cli, report
 from mlcdseg.errors import LabelStudioError
 from mlcdseg.evaluate import evaluate_export, register_evaluate
-from mlcdseg.export_source import ExportSource, open_export_source
+from mlcdseg.export_source import ExportSource, open_export_source, snapshot_project_export
 from mlcdseg.export_tasks import SampleSettings, human_samples
 from mlcdseg.masks import encode_brush_rle, polygons_to_mask
 
@@ -410,6 +411,20 @@ def test_bad_tasks_are_skipped_with_a_reason(tmp_path, captured_task):
     assert reasons[None] == "item 6 of the export is not a task object"
 
 
+def test_tasks_of_the_wrong_shape_are_skipped_with_the_field_named(tmp_path, captured_task):
+    good = pair_task(captured_task, 1, *PAIRS[0])
+    shapes = [{**good, "id": 2, "predictions": 7}, {**good, "id": 3, "annotations": {"id": 1}},
+              {**good, "id": 4, "data": "red"}, {**good, "id": 5, "data": None, "predictions": None}]
+    result = evaluate_file(write_export(tmp_path, [good, *shapes]), tmp_path / "out")
+    assert result["overall"]["samples"] == 1
+    assert {skip["task_id"]: skip["reason"] for skip in result["skipped"]} == {
+        2: "its 'predictions' field is not a list",
+        3: "its 'annotations' field is not a list",
+        4: "its 'data' field is not an object",
+        5: "no prediction",  # null is an empty field, as Label Studio may write it
+    }
+
+
 # ---------------------------------------------------------------- page, workers, live project
 def test_report_page_is_self_contained_with_overlays_and_a_note_when_images_are_unreachable(tmp_path, captured_task):
     tasks = [pair_task(captured_task, i + 1, h, m) for i, (h, m) in enumerate(PAIRS)]
@@ -490,6 +505,21 @@ def test_failed_live_export_is_a_label_studio_error(tmp_path):
         None, label_studio_url="http://ls.test", api_key="a" * 40, project=5, poll_interval_s=0.01, httpx_client=client
     ):
         pass
+
+
+@pytest.mark.parametrize("url", ["http://ls:port", "http://[::1"])
+def test_a_url_httpx_cannot_parse_is_a_label_studio_error(tmp_path, url):
+    with pytest.raises(LabelStudioError, match=f"could not be reached while reading project 5 at {re.escape(url)}"):
+        snapshot_project_export(url, "a" * 40, 5, tmp_path)
+
+
+def test_a_malformed_label_studio_url_is_refused_before_any_request(tmp_path):
+    requests: list = []
+    client = _fake_label_studio(b"[]", LABEL_CONFIG, ["completed"], requests)
+    with pytest.raises(LabelStudioError, match=r"--label-studio-url 'http://ls:99999' is not an http\(s\) URL"):
+        with open_export_source(None, label_studio_url="http://ls:99999", api_key="k", project=5, httpx_client=client):
+            pass
+    assert requests == []
 
 
 def test_human_samples_are_reusable_without_predictions(captured_task):

@@ -709,6 +709,43 @@ def test_unusable_instances_are_one_line_errors(run, refer_root: Path, tmp_path:
     assert not (tmp_path / "t.json").exists()
 
 
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ({"height": "tall"}, r"image 9001 \(COCO_train2014_000000009001\.jpg\) has height 'tall'; it must be a whole"),
+        ({"width": 0}, "image 9001 .* has width 0"),
+        ({"width": float("inf")}, "image 9001 .* has width inf"),  # JSON's Infinity
+        ({"height": 10**5, "width": 10**5}, "height 100000 and width 100000: over the 89478485 pixels a mask may have"),
+    ],
+)
+def test_image_sizes_no_mask_can_have_are_one_line_errors(run, refer_root: Path, tmp_path: Path, size, message):
+    images = [{**IMAGES[0], **size}, *IMAGES[1:]]
+    instances = {"images": images, "annotations": ANNOTATIONS, "categories": CATEGORIES}
+    (refer_root / "refcoco" / "instances.json").write_text(json.dumps(instances))
+
+    status, _, err = run(
+        "import-refcoco", refer_root, "-o", tmp_path / "t.json", "--image-url-prefix", "/", "--with-ground-truth"
+    )
+
+    assert re.search(message, _one_line_error(status, err))
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_tasks_of_the_wrong_shape_are_skipped_as_evaluate_skips_them(run, tmp_path, captured):
+    good = copy.deepcopy(captured[0])
+    good["data"]["expression"] = "red and blue"
+    shapes = [{**good, "id": 2, "predictions": 7}, {**good, "id": 3, "annotations": 7}, {**good, "id": 4, "data": "x"}]
+    source = write_json(tmp_path / "export.json", [good, *shapes])
+
+    status, out, err = run("export-refcoco", source, "-o", tmp_path / "out")
+
+    assert status == 0, err
+    for reason in ("its 'predictions' field is not a list", "its 'annotations' field is not a list",
+                   "its 'data' field is not an object"):
+        assert f"skipped: 1 × {reason}" in out
+    assert len(load_like_refer(tmp_path / "out")["refs"]) == 1
+
+
 def test_json_lists_stream_as_valid_json():
     assert json.loads(b"".join(json_list_chunks([]))) == []
     assert json.loads(b"".join(json_list_chunks(iter([1, {"a": [2]}, "é"])))) == [1, {"a": [2]}, "é"]
