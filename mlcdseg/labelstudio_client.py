@@ -1,13 +1,17 @@
 """A small REST client for the Label Studio 1.23 calls the demo and the end-to-end tests need.
 
 Authenticates with a legacy API token (`Authorization: Token …`); every non-2xx answer raises
-LabelStudioError carrying the method, path, status and response body. Export snapshots with full
-predictions are taken by mlcdseg.export_source.
+LabelStudioError carrying the method, path, status and response body. It can create the user's
+personal access token (a JWT refresh token) for clients that authenticate the new way, such as the
+ML backend. Export snapshots with full predictions are taken by mlcdseg.export_source.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -52,9 +56,17 @@ class LabelStudioClient:
                 f"{method} {path} answered non-JSON: {response.text[:_BODY_PREVIEW_CHARS]}"
             ) from error
 
-    def create_project(self, title: str, label_config: str) -> JsonObject:
-        """Create a project; Label Studio rejects an invalid labeling config with 400."""
-        return self._json("POST", "/api/projects", json={"title": title, "label_config": label_config})
+    def create_project(self, title: str, label_config: str | None = None) -> JsonObject:
+        """Create a project (title of 3+ characters); Label Studio rejects an invalid labeling config with 400.
+
+        Without a label_config the project starts with an empty `<View></View>`.
+        """
+        body = {"title": title} if label_config is None else {"title": title, "label_config": label_config}
+        return self._json("POST", "/api/projects", json=body)
+
+    def update_project(self, project_id: int, **fields: Any) -> JsonObject:
+        """Change project fields, e.g. `label_config` (checked against existing tasks and annotations)."""
+        return self._json("PATCH", f"/api/projects/{project_id}", json=fields)
 
     def add_local_storage(self, project_id: int, path: str, title: str = "local files") -> JsonObject:
         """Attach a local-files storage for `path` (under the document root) so /data/local-files/ serves it."""
@@ -64,6 +76,33 @@ class LabelStudioClient:
     def import_tasks(self, project_id: int, tasks: Sequence[Mapping[str, Any]]) -> JsonObject:
         """Import tasks (each `{"data": {...}}`) into a project; returns the import summary."""
         return self._json("POST", f"/api/projects/{project_id}/import", json=list(tasks))
+
+    def upload_files(self, project_id: int, paths: Sequence[Path]) -> dict[str, str]:
+        """Upload files to a project without making tasks of them; returns {file name: /data/upload/… URL}.
+
+        Label Studio refuses a direct upload into a project whose labeling config reads more than
+        one data key, so upload before setting such a config, then import JSON tasks naming the URLs.
+        Uploaded names get a random prefix (`<8 hex>-<name>`); the URLs need authentication.
+        """
+        with ExitStack() as open_files:
+            # One form field per file: Label Studio keeps only the last file of a repeated field name.
+            files = {
+                f"file{index}": (path.name, open_files.enter_context(path.open("rb")))
+                for index, path in enumerate(paths)
+            }
+            answer = self._json(
+                "POST", f"/api/projects/{project_id}/import", params={"commit_to_project": "false"}, files=files
+            )
+        uploads = self._json(
+            "GET", f"/api/projects/{project_id}/file-uploads", params={"ids": json.dumps(answer["file_upload_ids"])}
+        )
+        urls = {}
+        for path in paths:
+            matches = [upload["file"] for upload in uploads if upload["file"].endswith(f"-{path.name}")]
+            if len(matches) != 1:
+                raise LabelStudioError(f"uploaded {path.name} but Label Studio lists {len(matches)} files of that name")
+            urls[path.name] = f"/data/{matches[0]}"
+        return urls
 
     def tasks(self, project_id: int) -> list[JsonObject]:
         """Return every task of a project, oldest first."""
@@ -107,3 +146,27 @@ class LabelStudioClient:
     def predictions(self, project_id: int) -> list[JsonObject]:
         """Return every prediction stored for a project."""
         return self._json("GET", "/api/predictions", params={"project": project_id})
+
+    def create_annotation(self, task_id: int, result: Sequence[Mapping[str, Any]], **fields: Any) -> JsonObject:
+        """Submit an annotation of a task as the token's user; an empty `result` is a submitted empty annotation."""
+        body = {"result": [dict(region) for region in result], **fields}
+        return self._json("POST", f"/api/tasks/{task_id}/annotations", json=body)
+
+    def jwt_settings(self) -> JsonObject:
+        """The organization's token settings: {"api_tokens_enabled": bool, "legacy_api_tokens_enabled": bool}."""
+        return self._json("GET", "/api/jwt/settings")
+
+    def update_jwt_settings(self, **settings: bool) -> JsonObject:
+        """Change the organization's token settings (needs the organizations.change permission)."""
+        return self._json("POST", "/api/jwt/settings", json=settings)
+
+    def create_personal_access_token(self) -> str:
+        """Enable personal access tokens for the organization if needed and create one for this user.
+
+        The token is a JWT refresh token: clients exchange it at /api/token/refresh/ for a short-lived
+        access token sent as `Authorization: Bearer …`. Label Studio shows the full token only in
+        this answer and allows one live token per user (409 while another is unrevoked).
+        """
+        if not self.jwt_settings().get("api_tokens_enabled"):
+            self.update_jwt_settings(api_tokens_enabled=True)
+        return self._json("POST", "/api/token/")["token"]
