@@ -139,10 +139,9 @@ def _install_auth(app: Flask, credentials: tuple[str, str] | None) -> None:
         if request.path in UNAUTHENTICATED_PATHS:
             return None
         auth = request.authorization
-        given_user = (auth.username or "").encode("utf-8") if auth and auth.type == "basic" else b""
-        given_password = (
-            (auth.password or "").encode("utf-8") if auth and auth.type == "basic" else b""
-        )
+        given = (auth.username or "", auth.password or "") if auth and auth.type == "basic" else ("", "")
+        given_user, given_password = (value.encode("utf-8") for value in given)
+        # Both compared every time, in constant time: the answer says nothing about which was wrong.
         user_matches = hmac.compare_digest(given_user, expected_user)
         password_matches = hmac.compare_digest(given_password, expected_password)
         if user_matches and password_matches:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from backend.service_metrics import ServiceMetrics
 from mlcdseg.errors import ExpressionError, ImageFetchError, MlcdsegError
+from mlcdseg.export_tasks import data_text, task_data
 from mlcdseg.label_config import LabelingSetup, MaskControl, choose_label, parse_label_config
 from mlcdseg.regions import regions_for_mask, textarea_text
 
@@ -133,21 +134,19 @@ def task_input(
     field shown by the config's <Text> tag (or "expression"). Raises TaskDataError when a task with
     an expression lacks its image URL.
     """
-    data = task.get("data")
-    data = data if isinstance(data, dict) else {}
-    expression = textarea_text(context_results or [], setup.prompt_controls)
+    data = task_data(task)
+    expression = textarea_text(context_results or [], setup.prompt_controls) or data_text(
+        data, setup.expression_field
+    )
     if expression is None:
-        field_value = data.get(setup.expression_field)
-        if not isinstance(field_value, str) or not field_value.strip():
-            return None
-        expression = field_value.strip()
-    image_url = data.get(setup.image_field)
-    if not isinstance(image_url, str) or not image_url.strip():
+        return None
+    image_url = data_text(data, setup.image_field)
+    if image_url is None:
         raise TaskDataError(
             f"task {task.get('id')}: no image URL in data[{setup.image_field!r}] (the field the "
             f"<Image name={setup.image_name!r}> tag shows)"
         )
-    return TaskInput(image_url=image_url.strip(), expression=expression)
+    return TaskInput(image_url=image_url, expression=expression)
 
 
 def prediction_item(regions: list[dict[str, Any]], model_version: str) -> PredictionItem:

@@ -78,11 +78,13 @@ class GunicornServer(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
+        """Hand gunicorn the options it knows (BaseApplication hook)."""
         for key, value in self._options.items():
             if key in self.cfg.settings:  # settings this gunicorn version knows
                 self.cfg.set(key, value)
 
     def load(self) -> Flask:
+        """Build the app in the worker, after the fork (BaseApplication hook)."""
         return load_app(self._settings)
 
 

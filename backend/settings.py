@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from mlcdseg.errors import MlcdsegError
-from mlcdseg.model import DEFAULT_MODEL, DEFAULT_PROMPT_TEMPLATE, DTYPES, check_prompt_template
+from mlcdseg.model import DEFAULT_MODEL, DTYPES
+from mlcdseg.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template
 from mlcdseg.urls import HTTP_URL_DESCRIPTION, is_http_url
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

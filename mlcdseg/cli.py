@@ -31,19 +31,11 @@ from backend.cli import register_serve
 from mlcdseg import __version__
 from mlcdseg.atomic_files import write_files_atomically
 from mlcdseg.demo import register_demo
-from mlcdseg.errors import MlcdsegError
-from mlcdseg.evaluate import register_evaluate
+from mlcdseg.errors import MlcdsegError, one_line
+from mlcdseg.evaluate_cli import register_evaluate
 from mlcdseg.images import load_image, mask_image, overlay_mask
-from mlcdseg.model import (
-    DEFAULT_MODEL,
-    DEFAULT_PROMPT_TEMPLATE,
-    DTYPES,
-    Prediction,
-    Segmenter,
-    build_prompt,
-    check_prompt_template,
-    load_model,
-)
+from mlcdseg.model import DEFAULT_MODEL, DTYPES, Prediction, Segmenter, load_model
+from mlcdseg.prompts import DEFAULT_PROMPT_TEMPLATE, build_prompt, check_prompt_template
 from mlcdseg.refcoco_cli import register_export_refcoco, register_import_refcoco
 from mlcdseg.stand_in import write_stand_in_model
 
@@ -199,8 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return arguments.handler(arguments)
     except (MlcdsegError, OSError) as error:
-        message = " ".join(str(error).split()) or type(error).__name__  # one line, always
-        print(f"mlcdseg: error: {message}", file=sys.stderr)
+        print(f"mlcdseg: error: {one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mlcdseg: interrupted", file=sys.stderr)

@@ -79,17 +79,6 @@ class DemoProject:
     samples: tuple[DemoSample, ...]
 
 
-def is_stand_in_directory(location: str | os.PathLike[str]) -> bool:
-    """True when `location` is a model directory whose config.json declares the offline stand-in."""
-    from mlcdseg.stand_in import STAND_IN_MODEL_TYPE
-
-    try:
-        config = json.loads((Path(location) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and config.get("model_type") == STAND_IN_MODEL_TYPE
-
-
 def real_model_available(model_id: str) -> bool:
     """True when a CUDA GPU is present and `model_id`'s files are in the local Hugging Face cache."""
     import torch
@@ -107,7 +96,7 @@ def choose_model(explicit: str | None, work_dir: Path) -> ModelChoice:
     The stand-in is written to `work_dir/stand-in-model` when needed.
     """
     from mlcdseg.model import DEFAULT_MODEL
-    from mlcdseg.stand_in import write_stand_in_model
+    from mlcdseg.stand_in import is_stand_in_directory, write_stand_in_model
 
     named = explicit or os.environ.get("MLCDSEG_MODEL")
     if named:
@@ -193,8 +182,10 @@ def _saved_credentials(data_dir: Path) -> tuple[str, str]:
 
     password, token = token_urlsafe(12), new_legacy_token()
     data_dir.mkdir(parents=True, exist_ok=True)
-    credentials_path.write_text(json.dumps({"username": DEMO_USERNAME, "password": password, "token": token}))
-    credentials_path.chmod(0o600)
+    # Created owner-only (0600) from the start: no moment in which other users can read the password.
+    descriptor = os.open(credentials_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(descriptor, "w", encoding="utf-8") as stream:
+        json.dump({"username": DEMO_USERNAME, "password": password, "token": token}, stream)
     return password, token
 
 

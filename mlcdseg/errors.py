@@ -1,6 +1,11 @@
 """Exceptions a user can act on; each message says what went wrong and what to do."""
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (each whitespace run, newlines too, as one space); its class name when empty."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 class MlcdsegError(Exception):
     """Base class of every error that mlcdseg reports to a user as one line."""
 

@@ -5,11 +5,11 @@ One sample is one (task, annotator, model version): the human mask of a selected
 Tasks stream from the export and are scored in chunks (in worker processes when workers > 1);
 only pixel counts come back, plus the encoded regions of each chunk's few worst samples, so
 memory stays flat in the number of tasks. Outputs appear in OUTDIR only when the run succeeds.
+The command line (options, printed summary) is mlcdseg.evaluate_cli.
 """
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import itertools
 import logging
@@ -21,17 +21,15 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from mlcdseg import report
 from mlcdseg.atomic_files import AtomicFiles
-from mlcdseg.errors import ExportFormatError, ImageFetchError, MaskFormatError
-from mlcdseg.export_source import ExportSource, add_export_source_arguments, opened_export_source
+from mlcdseg.errors import ExportFormatError, MaskFormatError
+from mlcdseg.export_source import ExportSource
 from mlcdseg.export_tasks import (
     HumanSample,
     ModelPrediction,
@@ -43,6 +41,7 @@ from mlcdseg.export_tasks import (
     malformed_task_skip,
     model_predictions,
 )
+from mlcdseg.masks import overlap
 from mlcdseg.metrics import RefSegMeter, sample_iou
 
 logger = logging.getLogger(__name__)
@@ -110,25 +109,24 @@ def compare(human: HumanSample, prediction: ModelPrediction) -> WorstCase | str:
         )
     image_size = human_size or model_size
     try:
-        human_mask = decode_regions(human.regions, image_size)
+        human_mask = human.mask(image_size)
     except MaskFormatError as error:
         return f"the human mask of {human.annotator}: {error}"
     try:
         model_mask = decode_regions(prediction.regions, image_size)
     except MaskFormatError as error:
         return f"model version {prediction.model_version}: {error}"
-    human_area, model_area = int(np.count_nonzero(human_mask)), int(np.count_nonzero(model_mask))
-    intersection = int(np.count_nonzero(np.logical_and(human_mask, model_mask)))
+    counts = overlap(model_mask, human_mask)
     sample = ScoredSample(
         task_id=human.task_id,
         expression=human.expression or prediction.expression,
         split=human.split,
         model_version=prediction.model_version,
         annotator=human.annotator,
-        intersection=intersection,
-        union=human_area + model_area - intersection,
-        human_area=human_area,
-        model_area=model_area,
+        intersection=counts.intersection,
+        union=counts.union,
+        human_area=counts.reference_area,
+        model_area=counts.predicted_area,
         image=human.image,
     )
     return WorstCase(sample, human.regions, prediction.regions, image_size)
@@ -322,82 +320,3 @@ def evaluate_export(
         outputs.open("report.html").write(report.render_html(result, views))
     logger.info("evaluated %d tasks: %d samples, %d skipped", totals.tasks, totals.samples, len(totals.skipped))
     return result
-
-
-def task_image_loader(label_studio_url: str | None, api_key: str | None) -> report.ImageLoader:
-    """Load a task image from a local path (or file:// URL), else through Label Studio's ImageFetcher."""
-    from mlcdseg.image_fetch import ImageFetcher
-    from mlcdseg.images import load_image
-
-    fetcher = ImageFetcher(label_studio_url, api_key) if label_studio_url else None
-
-    def load(reference: str) -> Image.Image:
-        path = Path(reference.removeprefix("file://"))
-        if path.is_file():
-            return load_image(path)
-        if fetcher is None:
-            raise ImageFetchError(f"{reference} is not a local file; pass --label-studio-url and --api-key to fetch it")
-        return fetcher.fetch(reference)
-
-    return load
-
-
-_DESCRIPTION = """\
-Score the human-corrected masks of a Label Studio project against the model's pre-annotation
-masks with the RefCOCO metrics (cIoU, gIoU, precision@0.5-0.9, N-acc, T-acc).
-
-SOURCE is a Label Studio JSON export file with predictions serialized in full (an export
-snapshot: POST /api/projects/<id>/exports with {"serialization_options": {"predictions":
-{"only_id": false}}}); the plain /export gives prediction ids only and cannot be scored.
-Instead of SOURCE, --label-studio-url, --api-key and --project make that snapshot of a live project.
-
-Written into OUTDIR, all or nothing: report.json (overall, by_split, by_model_version,
-by_annotator, skipped tasks with reasons, source), samples.csv (one row per task x annotator x
-model version) and report.html (a self-contained page: RefCOCO-style table, IoU histogram,
-precision@k curve, mask overlays of the worst samples).
-"""
-
-
-def register_evaluate(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the `evaluate` subcommand to an argparse subparsers object."""
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="score human-corrected masks against model pre-annotations (RefCOCO metrics)",
-        description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="directory for report.json, samples.csv, report.html")
-    add_export_source_arguments(
-        parser,
-        model_version_help="score only this model version (default: each version separately)",
-        live_project_description="The URL and key also fetch task images for the worst-sample overlays.",
-    )
-    parser.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="processes decoding masks (default 1)")
-    parser.add_argument("--worst", type=_positive_int, default=12, metavar="K", help="worst samples shown with overlays (default 12)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(handler=run_evaluate)
-    return parser
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    """Run `mlcdseg evaluate` from parsed arguments; print a summary; MlcdsegError on failure."""
-    with opened_export_source(args) as (source, settings):
-        result = evaluate_export(
-            source, args.output, settings, workers=args.workers, worst_count=args.worst, quiet=args.quiet,
-            load_image=task_image_loader(args.label_studio_url, args.api_key),
-        )
-    summary = result["source"]
-    print(f"{summary['tasks']} tasks, {summary['samples']} samples, {summary['skipped']} skipped")
-    for version, metrics in result["by_model_version"].items():
-        print(f"{version}: cIoU {report.percent(metrics['cIoU'])}  gIoU {report.percent(metrics['gIoU'])}  "
-              f"Pr@0.5 {report.percent(metrics['precision@0.5'])}  ({metrics['samples']} samples)")
-    print(f"wrote {Path(args.output) / 'report.html'}, report.json, samples.csv")
-    return 0

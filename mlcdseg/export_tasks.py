@@ -7,6 +7,8 @@ region list is a no-target sample. Predictions are grouped by model version, lat
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -16,6 +18,7 @@ import numpy as np
 from mlcdseg.errors import ExportFormatError, LabelConfigError
 from mlcdseg.label_config import DEFAULT_EXPRESSION_FIELD, parse_label_config
 from mlcdseg.regions import (
+    Region,
     mask_from_regions,
     mask_regions,
     region_image_size,
@@ -24,7 +27,6 @@ from mlcdseg.regions import (
 
 ANNOTATION_MODES = ("latest", "ground-truth", "all")
 NO_MODEL_VERSION = "(no model_version)"
-Region = dict[str, Any]
 JsonObject = dict[str, Any]
 #: What a user should do when an export holds predictions as ids only.
 FULL_PREDICTIONS_HINT = (
@@ -128,8 +130,21 @@ class HumanSample:
         return region_image_size(self.regions)
 
     def mask(self, image_size: tuple[int, int] | None = None) -> np.ndarray:
-        """The bool (H, W) mask at image_size (default: the regions' own size); MaskFormatError when corrupt."""
-        return decode_regions(self.regions, image_size or self.image_size)
+        """The bool (H, W) mask at image_size (default: the regions' own size); MaskFormatError when corrupt.
+
+        At the regions' own size it is decoded once and shared, read-only, by every caller (each
+        model version compared, the RefCOCO export's RLE).
+        """
+        if image_size is None or image_size == self.image_size:
+            return self._own_size_mask
+        return decode_regions(self.regions, image_size)
+
+    @functools.cached_property
+    def _own_size_mask(self) -> np.ndarray:
+        """The mask at the regions' own size, read-only (cached_property writes past the frozen dataclass)."""
+        mask = decode_regions(self.regions, self.image_size)
+        mask.flags.writeable = False
+        return mask
 
 
 @dataclass(frozen=True)
@@ -200,8 +215,14 @@ def _control_regions(results: Any, control: str | None) -> tuple[Region, ...] | 
     return tuple(regions)
 
 
-def _data_text(data: JsonObject, key: str) -> str | None:
-    """A non-blank string of the task data, else None."""
+def task_data(task: Mapping[str, Any]) -> JsonObject:
+    """A task's `data` object; {} when it is missing or not an object."""
+    data = task.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def data_text(data: Mapping[str, Any], key: str) -> str | None:
+    """A task data field as stripped text; None when it is missing, not a string or blank."""
     value = data.get(key)
     return value.strip() if isinstance(value, str) and value.strip() else None
 
@@ -213,7 +234,7 @@ def human_samples(task: JsonObject, settings: SampleSettings) -> tuple[list[Huma
     TextArea text, else None.
     """
     task_id = task.get("id")
-    data = task.get("data") if isinstance(task.get("data"), dict) else {}
+    data = task_data(task)
     chosen = select_annotations(task, settings.annotation)
     if isinstance(chosen, str):
         return [], [Skip(task_id, chosen)]
@@ -229,11 +250,11 @@ def human_samples(task: JsonObject, settings: SampleSettings) -> tuple[list[Huma
             HumanSample(
                 task_id=task_id,
                 annotation_id=annotation.get("id"),
-                expression=_data_text(data, settings.expression_field)
+                expression=data_text(data, settings.expression_field)
                 or textarea_text(annotation.get("result") or [], settings.prompt_controls),
                 split=None if split is None else str(split),
                 annotator=annotator,
-                image=_data_text(data, settings.image_field),
+                image=data_text(data, settings.image_field),
                 regions=regions,
             )
         )

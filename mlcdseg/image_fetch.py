@@ -22,10 +22,10 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from PIL import Image
-from urllib3.util import parse_url
 
 from mlcdseg.errors import ImageDecodeError, ImageFetchError
 from mlcdseg.images import load_image
+from mlcdseg.urls import origin
 
 logger = logging.getLogger(__name__)
 
@@ -54,19 +54,6 @@ def is_forbidden_address(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_link_local or ip in METADATA_ADDRESSES
-
-
-def _origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of an http(s) URL, with the scheme's default port filled in.
-
-    Parsed as urllib3 parses it to connect, not with urlsplit: the two disagree on URLs such as
-    'http://evil.example\\@labelstudio/' (urlsplit: host labelstudio, urllib3: evil.example), and
-    the host we check must be the host we connect to. ValueError for a malformed URL.
-    """
-    parts = parse_url(url)
-    scheme = (parts.scheme or "").lower()
-    host = (parts.host or "").lower().strip("[]")  # an IPv6 literal comes in brackets
-    return scheme, host, parts.port or (443 if scheme == "https" else 80)
 
 
 def _sendable_url(shown_url: str, url: str) -> str:
@@ -268,14 +255,14 @@ class ImageFetcher:
         return self._label_studio_url + url
 
     def _is_label_studio(self, url: str) -> bool:
-        return self._label_studio_url is not None and _origin(url) == _origin(
+        return self._label_studio_url is not None and origin(url) == origin(
             self._label_studio_url
         )
 
     def _check_target(self, url: str, shown_url: str, *, redirected_by_label_studio: bool) -> None:
         """Refuse a URL whose host is not trusted or resolves to a forbidden address."""
         try:
-            scheme, host, port = _origin(url)
+            scheme, host, port = origin(url)
         except ValueError as error:
             raise ImageFetchError(
                 f"image {shown_url}: {url!r} is not a valid URL: {error}"

@@ -118,13 +118,14 @@ def _to_display_rgb(image: Image.Image, name: str, max_pixels: int | None) -> Im
             f"{max_pixels} (a guard against decompression bombs); raise max_pixels to accept it"
         )
     image.load()
+    # exif_transpose returns a new image (turned, or a plain copy), so the caller's is never changed.
     return _convert_to_rgb(ImageOps.exif_transpose(image), name)
 
 
 def _convert_to_rgb(image: Image.Image, name: str) -> Image.Image:
-    """8-bit RGB copy of `image` following the module's mode rules."""
+    """`image` as 8-bit RGB following the module's mode rules: itself when already RGB, else a new image."""
     if image.mode == "RGB":
-        return image.copy()
+        return image
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in _ALPHA_MODES:

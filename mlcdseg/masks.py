@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -205,9 +206,20 @@ def polygons_to_mask(
             logger.warning("ignoring polygon %d with %d point(s): it encloses no area", index, len(points))
             continue
         flat_polygons.append((points * scale).ravel().tolist())
-    if not flat_polygons:
+    return coco_polygons_to_mask(flat_polygons, height, width)
+
+
+def coco_polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
+    """Union bool (height, width) of COCO polygons, each [x0, y0, x1, y1, ...] in pixels.
+
+    pycocotools' polygon rasteriser (as COCO and REFER masks are made), decoded here from its RLE
+    runs (pycocotools' decode warns on numpy 2). An empty list is an empty mask. pycocotools raises
+    TypeError, ValueError or IndexError for malformed coordinates, and a bare Exception when the
+    first polygon has fewer than 4 numbers; a 4-number first "polygon" makes it read boxes.
+    """
+    if not polygons:
         return np.zeros((height, width), dtype=bool)
-    encoded = coco_mask.merge(coco_mask.frPyObjects(flat_polygons, height, width), intersect=False)
+    encoded = coco_mask.merge(coco_mask.frPyObjects(list(polygons), height, width), intersect=False)
     return _runs_to_mask(_coco_string_counts(encoded["counts"]), height, width)
 
 
@@ -219,8 +231,20 @@ def mask_area(mask: np.ndarray) -> int:
     return int(np.count_nonzero(_as_mask(mask)))
 
 
-def intersection_and_union(predicted: np.ndarray, reference: np.ndarray) -> tuple[int, int]:
-    """Foreground pixel counts (|predicted & reference|, |predicted | reference|) of two same-size masks."""
+class Overlap(NamedTuple):
+    """Foreground pixel counts of a predicted and a reference mask of the same size."""
+
+    intersection: int
+    union: int
+    predicted_area: int
+    reference_area: int
+
+
+def overlap(predicted: np.ndarray, reference: np.ndarray) -> Overlap:
+    """Intersection, union and both areas of two same-size masks (bool, or integer: non-zero is foreground).
+
+    MaskFormatError when either is not a 2-D mask or their sizes differ.
+    """
     predicted_mask = _as_mask(predicted, "predicted mask")
     reference_mask = _as_mask(reference, "reference mask")
     if predicted_mask.shape != reference_mask.shape:
@@ -228,5 +252,12 @@ def intersection_and_union(predicted: np.ndarray, reference: np.ndarray) -> tupl
             f"masks differ in size: predicted {predicted_mask.shape}, reference {reference_mask.shape}"
         )
     intersection = int(np.count_nonzero(predicted_mask & reference_mask))
-    union = int(np.count_nonzero(predicted_mask)) + int(np.count_nonzero(reference_mask)) - intersection
-    return intersection, union
+    predicted_area = int(np.count_nonzero(predicted_mask))
+    reference_area = int(np.count_nonzero(reference_mask))
+    return Overlap(intersection, predicted_area + reference_area - intersection, predicted_area, reference_area)
+
+
+def intersection_and_union(predicted: np.ndarray, reference: np.ndarray) -> tuple[int, int]:
+    """Foreground pixel counts (|predicted & reference|, |predicted | reference|) of two same-size masks."""
+    counts = overlap(predicted, reference)
+    return counts.intersection, counts.union

@@ -16,18 +16,19 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from mlcdseg.errors import MaskFormatError
+from mlcdseg.masks import overlap
 
 PRECISION_THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
-METRIC_KEYS: tuple[str, ...] = (
+#: The metrics RefSegMeter.compute gives as fractions in [0, 1], in report order.
+FRACTION_KEYS: tuple[str, ...] = (
     "cIoU",
     "gIoU",
     *(f"precision@{threshold}" for threshold in PRECISION_THRESHOLDS),
     "N-acc",
     "T-acc",
-    "samples",
-    "no_target_samples",
 )
+#: Every key of RefSegMeter.compute: the fractions, then the sample counts.
+METRIC_KEYS: tuple[str, ...] = (*FRACTION_KEYS, "samples", "no_target_samples")
 
 
 def sample_iou(intersection: int, union: int) -> float:
@@ -51,19 +52,11 @@ class RefSegMeter:
     target_found: int = 0
 
     def update(self, predicted: np.ndarray, reference: np.ndarray) -> None:
-        """Add one sample from two bool masks of the same shape (H, W)."""
-        if predicted.shape != reference.shape:
-            raise MaskFormatError(
-                f"predicted mask {predicted.shape} and reference mask {reference.shape} differ in size"
-            )
-        predicted = predicted.astype(bool, copy=False)
-        reference = reference.astype(bool, copy=False)
-        self.update_counts(
-            intersection=int(np.count_nonzero(predicted & reference)),
-            union=int(np.count_nonzero(predicted | reference)),
-            predicted_area=int(np.count_nonzero(predicted)),
-            reference_area=int(np.count_nonzero(reference)),
-        )
+        """Add one sample from two masks (H, W) of the same size: bool, or integer with non-zero as foreground.
+
+        MaskFormatError when they are not 2-D masks or differ in size.
+        """
+        self.update_counts(*overlap(predicted, reference))
 
     def update_counts(
         self, intersection: int, union: int, predicted_area: int, reference_area: int

@@ -4,13 +4,12 @@ Loading follows the model card: ``AutoModel.from_pretrained(model, trust_remote_
 torch_dtype=...)`` and ``AutoTokenizer.from_pretrained(model, use_fast=False)``; inference is the
 official ``model.seg(image, prompt, tokenizer, force_seg)``, which returns 0/1 masks (N, H, W),
 N = 0 meaning "no target". As in a transformers Pipeline, `Segmenter.predict` is preprocess
-(decode the image, build the prompt) → `_forward` (the only torch step, under a lock) →
-`union_of_masks` (numpy). torch and transformers are imported only when a model is loaded.
+(decode the image, build the prompt: mlcdseg.prompts) → `_forward` (the only torch step, under a
+lock) → `union_of_masks` (numpy). torch and transformers are imported only when a model is loaded.
 """
 
 import hashlib
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,30 +19,22 @@ import numpy as np
 from PIL import Image
 
 from mlcdseg.errors import (
-    ExpressionError,
     GpuOutOfMemoryError,
     ModelLoadError,
     ModelNotFoundError,
+    one_line,
 )
 from mlcdseg.images import ImageSource, load_image
+from mlcdseg.prompts import DEFAULT_PROMPT_TEMPLATE, build_prompt, check_prompt_template
 from mlcdseg.stand_in import STAND_IN_MODEL_TYPE
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "DeepGlint-AI/MLCD-Seg-7B"
-EXPRESSION_PLACEHOLDER = "{expression}"
-#: The prompt form of the MLCD-Seg model card.
-DEFAULT_PROMPT_TEMPLATE = (
-    "Could you provide a segmentation mask for the {expression} in this image?"
-)
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 #: model_version of the offline stand-in starts with this, so it is never mistaken for MLCD-Seg.
 STAND_IN_VERSION_PREFIX = "stand-in:"
 
-_ONE_WORD_OPENERS = frozenset({"segment", "please"})
-_TWO_WORD_OPENERS = frozenset({("could", "you"), ("can", "you"), ("would", "you"), ("will", "you")})
-_ENDS_WITH_THE = re.compile(r"\bthe\s*$", re.IGNORECASE)
-_STARTS_WITH_THE = re.compile(r"^the\s+", re.IGNORECASE)
 # Files up to this size feed their content into a local directory's fingerprint; larger ones
 # (weight shards) only their name and size, so fingerprinting a 17 GB model stays instant.
 _FINGERPRINT_CONTENT_LIMIT = 16 * 1024 * 1024
@@ -60,58 +51,6 @@ class Prediction:
     mask: np.ndarray
     has_target: bool
     prompt: str
-
-
-def check_prompt_template(template: str) -> str:
-    """Return `template` if it contains "{expression}", else raise ValueError."""
-    if EXPRESSION_PLACEHOLDER not in template:
-        raise ValueError(
-            f"prompt template {template!r} must contain {EXPRESSION_PLACEHOLDER!r} where the "
-            f"expression goes, e.g. {DEFAULT_PROMPT_TEMPLATE!r}"
-        )
-    return template
-
-
-def is_full_prompt(text: str) -> bool:
-    """True when `text` is already a question or instruction: it ends with "?", its first word is
-    "segment" or "please", or it starts with "could you", "can you", "would you" or "will you"."""
-    stripped = text.strip()
-    words = tuple(re.findall(r"[a-z]+", stripped.lower()))
-    return (
-        stripped.endswith("?")
-        or (len(words) > 0 and words[0] in _ONE_WORD_OPENERS)
-        or words[:2] in _TWO_WORD_OPENERS
-    )
-
-
-def build_prompt(expression: str, template: str = DEFAULT_PROMPT_TEMPLATE) -> str:
-    """The prompt MLCD-Seg gets for `expression`.
-
-    A full question or instruction (see `is_full_prompt`) is sent as is, stripped. A bare
-    referring expression ("man in the red shirt") loses surrounding blanks and trailing full
-    stops, and a leading "the" when the template already says "the {expression}", and goes into
-    `template` at "{expression}". Raises ExpressionError (a ValueError) for an expression
-    that is blank, only full stops or not valid Unicode (a lone surrogate, which JSON's "\\ud800"
-    can carry and no tokenizer can encode), ValueError for a template without "{expression}".
-    """
-    check_prompt_template(template)
-    try:
-        expression.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ExpressionError(
-            f"the referring expression {expression!r} is not valid Unicode text"
-        ) from None
-    if is_full_prompt(expression):
-        return expression.strip()
-    bare = expression.strip().rstrip(".").strip()
-    if not bare:
-        raise ExpressionError(
-            f"the referring expression {expression!r} is empty once blanks and trailing full "
-            "stops are dropped; give a phrase naming what to segment"
-        )
-    if _ENDS_WITH_THE.search(template.split(EXPRESSION_PLACEHOLDER, 1)[0]):
-        bare = _STARTS_WITH_THE.sub("", bare)  # "for the {expression}" + "the dog": no "the the"
-    return template.replace(EXPRESSION_PLACEHOLDER, bare)
 
 
 def union_of_masks(masks: np.ndarray, height: int, width: int) -> tuple[np.ndarray, bool]:
@@ -338,7 +277,7 @@ def _load_network_and_tokenizer(
         )
         network.to(device).eval()
     except OSError as error:  # includes huggingface_hub's HTTP and offline errors
-        reason = _one_line(error)
+        reason = one_line(error)
         if location.is_local:
             raise ModelLoadError(
                 f"cannot load the model in {location.reference}: {reason}"
@@ -352,7 +291,7 @@ def _load_network_and_tokenizer(
         ) from error
     except Exception as error:  # remote code fails in many ways: missing packages, GPU memory…
         raise ModelLoadError(
-            f"cannot load model {location.name!r}: {type(error).__name__}: {_one_line(error)}"
+            f"cannot load model {location.name!r}: {type(error).__name__}: {one_line(error)}"
         ) from error
     return network, tokenizer
 
@@ -425,8 +364,3 @@ def _log_loaded(segmenter: Segmenter, location: _ModelLocation, revision: str | 
             location.reference,
             segmenter.model_version,
         )
-
-
-def _one_line(error: BaseException) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(error).split()) or type(error).__name__

@@ -28,7 +28,7 @@ from pycocotools import mask as coco_mask
 
 from mlcdseg.errors import MaskFormatError, ReferDatasetError
 from mlcdseg.images import DEFAULT_MAX_PIXELS
-from mlcdseg.masks import decode_coco_rle
+from mlcdseg.masks import coco_polygons_to_mask, decode_coco_rle
 
 logger = logging.getLogger(__name__)
 
@@ -118,14 +118,10 @@ def segmentation_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
         parts = segmentation
     else:
         raise MaskFormatError(f"a segmentation must be a list or an RLE dict, not {type(segmentation).__name__}")
-    mask = np.zeros((height, width), dtype=bool)
-    polygons = [part for part in parts if isinstance(part, list)]
-    if polygons:
-        try:
-            rle = coco_mask.merge(coco_mask.frPyObjects(polygons, height, width))
-        except (TypeError, ValueError, IndexError) as error:
-            raise MaskFormatError(f"a polygon segmentation is malformed: {error}") from error
-        mask |= coco_mask.decode(rle).astype(bool)
+    try:
+        mask = coco_polygons_to_mask([part for part in parts if isinstance(part, list)], height, width)
+    except Exception as error:  # pycocotools' own errors, a bare Exception among them (see coco_polygons_to_mask)
+        raise MaskFormatError(f"a polygon segmentation is malformed: {error}") from error
     for part in parts:
         if isinstance(part, dict):
             part_mask = decode_coco_rle(part)

@@ -23,14 +23,11 @@ import json
 import logging
 import os
 import pickle
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
-
-import numpy as np
 
 from mlcdseg import __version__
 from mlcdseg.atomic_files import write_files_atomically
@@ -44,6 +41,7 @@ from mlcdseg.export_tasks import (
     human_samples,
     malformed_task_skip,
     model_predictions,
+    task_data,
 )
 from mlcdseg.masks import encode_coco_rle
 from mlcdseg.metrics import sample_iou
@@ -55,7 +53,7 @@ from mlcdseg.refcoco import (
     rle_geometry,
     sentence_record,
 )
-from mlcdseg.regions import mask_from_regions
+from mlcdseg.regions import dominant_label
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +142,7 @@ class ReferExportBuilder:
         self.versions_seen.update(predictions)
         self.without_iou.extend(prediction_skips)
         self.skipped.extend(human_skips)
-        data = task.get("data") if isinstance(task.get("data"), dict) else {}
+        data = task_data(task)
         for human in humans:
             reason = self._add_sample(human, predictions, data)
             if reason is None:
@@ -180,7 +178,7 @@ class ReferExportBuilder:
         if rle is None:
             self.no_target.append(_NoTarget(image_key, split, sentence))
             return None
-        label = mask_label(human.regions, tuple(rle["size"]))
+        label = dominant_label(human.regions, *rle["size"]) or UNLABELLED_CATEGORY
         ref_ids = _as_id(data.get("ref_id")), _as_id(data.get("ann_id"))
         ref = self.refs.setdefault(group, _Ref(image_key, rle, label, split, *ref_ids))
         if ref.split != split:
@@ -314,28 +312,6 @@ def _sentence_record(sentence: _Sentence, sent_id: int, model_version: str | Non
     if model_version in sentence.counts:
         record["iou"] = sample_iou(*sentence.counts[model_version])
     return record
-
-
-def mask_label(regions: Sequence[dict[str, Any]], shape: tuple[int, int]) -> str:
-    """The label of a mask: the one its regions share, else the one covering most pixels.
-
-    UNLABELLED_CATEGORY when no region carries a label.
-    """
-    labelled = [(region, _region_label(region)) for region in regions]
-    labels = {label for _, label in labelled if label}
-    if len(labels) <= 1:
-        return next(iter(labels), UNLABELLED_CATEGORY)
-    pixels: Counter[str] = Counter()
-    for region, label in labelled:
-        if label:
-            pixels[label] += int(np.count_nonzero(mask_from_regions([region], None, *shape)))
-    return max(sorted(pixels), key=lambda label: pixels[label])
-
-
-def _region_label(region: Mapping[str, Any]) -> str | None:
-    """The first label of a brushlabels/polygonlabels region, or None."""
-    labels = (region.get("value") or {}).get(region.get("type"))
-    return str(labels[0]) if isinstance(labels, list) and labels else None
 
 
 def image_file_name(url: str) -> str | None:

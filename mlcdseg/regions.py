@@ -7,6 +7,7 @@ A region is one item of a Label Studio `result` list. Masks are bool numpy array
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -58,6 +59,30 @@ def polygon_regions(mask: np.ndarray, control: MaskControl, label: str | None) -
         }
         regions.append(region)
     return regions
+
+
+def region_label(region: Region) -> str | None:
+    """The first label of a brush or polygon region (as `_labels_value` writes it), or None."""
+    value = region.get("value")
+    labels = value.get(region.get("type")) if isinstance(value, dict) else None
+    return str(labels[0]) if isinstance(labels, list) and labels else None
+
+
+def dominant_label(regions: Sequence[Region], height: int, width: int) -> str | None:
+    """The label of the mask the regions draw: the one they share, else the one covering most pixels.
+
+    None when no region carries a label. Regions are decoded (at height x width) only when their
+    labels differ; MaskFormatError for a corrupt one.
+    """
+    labelled = [(region, region_label(region)) for region in regions]
+    labels = {label for _, label in labelled if label}
+    if len(labels) <= 1:
+        return next(iter(labels), None)
+    pixels: Counter[str] = Counter()
+    for region, label in labelled:
+        if label:
+            pixels[label] += int(np.count_nonzero(mask_from_regions([region], None, height, width)))
+    return max(sorted(pixels), key=lambda label: pixels[label])
 
 
 def regions_for_mask(mask: np.ndarray, control: MaskControl, label: str | None) -> list[Region]:

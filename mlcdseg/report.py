@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from mlcdseg.errors import MlcdsegError
-from mlcdseg.metrics import PRECISION_THRESHOLDS
+from mlcdseg.metrics import FRACTION_KEYS, PRECISION_THRESHOLDS
 
 if TYPE_CHECKING:
     from mlcdseg.evaluate import WorstCase
@@ -32,6 +32,8 @@ SAMPLE_COLUMNS = (
 #: Overlay colours: both masks, human only (missed by the model), model only (extra).
 BOTH_COLOUR, HUMAN_ONLY_COLOUR, MODEL_ONLY_COLOUR = (250, 204, 21), (37, 99, 235), (220, 38, 38)
 ImageLoader = Callable[[str], Image.Image]
+#: Margins of every plot in px (left: y ticks, right: the legend, top, bottom: x ticks and title).
+_PLOT_MARGINS = (44, 150, 12, 36)
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563")
 
 
@@ -137,7 +139,7 @@ def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
 
 def svg_histogram(counts: Mapping[str, Sequence[int]], width: int = 520, height: int = 260) -> str:
     """Grouped bar chart of per-sample IoU counts in equal bins over [0, 1], one series per version."""
-    left, right, top, bottom = 44, 150, 12, 36
+    left, right, top, bottom = _PLOT_MARGINS
     plot_width, plot_height = width - left - right, height - top - bottom
     bins = len(next(iter(counts.values()), [0] * 10))
     tallest = max((max(series) for series in counts.values()), default=0) or 1
@@ -165,7 +167,7 @@ def svg_histogram(counts: Mapping[str, Sequence[int]], width: int = 520, height:
 
 def svg_precision_curve(metrics_by_version: Mapping[str, Mapping[str, Any]], width: int = 520, height: int = 260) -> str:
     """Precision@k for k in PRECISION_THRESHOLDS, one line per model version, in percent."""
-    left, right, top, bottom = 44, 150, 12, 36
+    left, right, top, bottom = _PLOT_MARGINS
     plot_width, plot_height = width - left - right, height - top - bottom
     low, high = PRECISION_THRESHOLDS[0], PRECISION_THRESHOLDS[-1]
     body = [f'<rect x="{left}" y="{top}" width="{plot_width}" height="{plot_height}" class="frame"/>']
@@ -211,10 +213,9 @@ def refcoco_table(by_version_and_split: Mapping[str, Mapping[str, Mapping[str, A
 
 def metrics_table(groups: Mapping[str, Mapping[str, Any]], label: str) -> str:
     """Every metric (percent) and the sample counts of each group, one row per group."""
-    names = ["cIoU", "gIoU", *(f"precision@{k}" for k in PRECISION_THRESHOLDS), "N-acc", "T-acc"]
-    head = "".join(f"<th>{html.escape(name.replace('precision@', 'Pr@'))}</th>" for name in names)
+    head = "".join(f"<th>{html.escape(name.replace('precision@', 'Pr@'))}</th>" for name in FRACTION_KEYS)
     rows = "".join(
-        f"<tr><th>{_text(group)}</th>{''.join(f'<td>{percent(metrics.get(name))}</td>' for name in names)}"
+        f"<tr><th>{_text(group)}</th>{''.join(f'<td>{percent(metrics.get(name))}</td>' for name in FRACTION_KEYS)}"
         f"<td>{metrics.get('samples')}</td><td>{metrics.get('no_target_samples')}</td></tr>"
         for group, metrics in groups.items()
     )

@@ -29,6 +29,7 @@ __all__ = [
     "STAND_IN_MODEL_TYPE",
     "colour_rule_mask",
     "first_colour_word",
+    "is_stand_in_directory",
     "write_stand_in_model",
 ]
 
@@ -71,16 +72,20 @@ def write_stand_in_model(directory: str | os.PathLike) -> Path:
     return target
 
 
+def is_stand_in_directory(location: str | os.PathLike) -> bool:
+    """True when `location` is a model directory whose config.json declares the offline stand-in."""
+    try:
+        config = json.loads((Path(location) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") == STAND_IN_MODEL_TYPE
+
+
 def _refuse_to_overwrite_other_files(target: Path) -> None:
     """Raise FileExistsError unless `target` is absent, empty, or already a stand-in directory."""
     if not target.is_dir() or not any(target.iterdir()):
         return
-    config_file = target / "config.json"
-    try:
-        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        model_type = None
-    if model_type != STAND_IN_MODEL_TYPE:
+    if not is_stand_in_directory(target):
         raise FileExistsError(
             f"refusing to write the stand-in model into {target}: the directory is not empty "
             "and is not a stand-in model directory; choose a new or empty directory"

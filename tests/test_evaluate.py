@@ -20,7 +20,8 @@ import pytest
 
 from mlcdseg import cli, report
 from mlcdseg.errors import LabelStudioError
-from mlcdseg.evaluate import evaluate_export, register_evaluate
+from mlcdseg.evaluate import evaluate_export
+from mlcdseg.evaluate_cli import register_evaluate
 from mlcdseg.export_source import ExportSource, open_export_source, snapshot_project_export
 from mlcdseg.export_tasks import SampleSettings, human_samples
 from mlcdseg.masks import encode_brush_rle, polygons_to_mask
@@ -528,3 +529,10 @@ def test_human_samples_are_reusable_without_predictions(captured_task):
     assert skipped == [] and (sample.task_id, sample.split, sample.annotator) == (3, "val", "4")
     assert sample.image == "/data/upload/1/img3.png" and sample.image_size == (HEIGHT, WIDTH)
     assert np.array_equal(sample.mask(), box(2, 3, 6, 9))
+
+
+def test_a_human_mask_is_decoded_once_and_shared_read_only(captured_task):
+    item = task(captured_task, 3, [annotation(captured_task, [brush(captured_task, box(2, 3, 6, 9))])], [])
+    (sample,), _ = human_samples(item, SampleSettings())
+    assert sample.mask() is sample.mask((HEIGHT, WIDTH))  # every model version compares against one decode
+    assert not sample.mask().flags.writeable

@@ -87,6 +87,14 @@ def test_decoding_an_oriented_image_again_does_not_rotate_it_twice(tmp_path):
     assert np.array_equal(np.asarray(twice), np.asarray(once))
 
 
+def test_an_rgb_pil_image_comes_back_as_a_new_image_and_stays_untouched():
+    original = _landscape_with_red_top_left()
+    decoded = load_image(original)
+    assert decoded is not original
+    decoded.paste((0, 0, 255), (0, 0, 60, 30))
+    assert original.getpixel((0, 0)) == RED and original.getpixel((59, 29)) == GREY
+
+
 def test_rgba_is_composited_over_white_and_the_input_is_untouched():
     rgba = Image.new("RGBA", (3, 1))
     rgba.putdata([(0, 0, 0, 0), (255, 0, 0, 255), (0, 0, 255, 128)])

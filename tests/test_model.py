@@ -17,10 +17,10 @@ from mlcdseg.images import load_image
 from mlcdseg.model import (
     DEFAULT_PROMPT_TEMPLATE,
     build_prompt,
-    is_full_prompt,
     load_model,
     union_of_masks,
 )
+from mlcdseg.prompts import is_full_prompt
 from mlcdseg.stand_in import STAND_IN_MODEL_TYPE, colour_rule_mask, write_stand_in_model
 
 GREY = (128, 128, 128)

@@ -662,6 +662,13 @@ def test_segmentations_decode_in_every_coco_form():
         segmentation_mask([rle], 8, 6)
 
 
+@pytest.mark.parametrize("polygons", [[[1.0, 2.0]], [["a", "b", "c", "d", "e", "f"]]])
+def test_malformed_polygon_segmentation_is_a_mask_format_error(polygons):
+    # pycocotools raises a bare Exception for the short polygon: it must not escape as a traceback
+    with pytest.raises(MaskFormatError, match="polygon segmentation is malformed"):
+        segmentation_mask(polygons, 6, 8)
+
+
 def test_each_annotators_mask_is_its_own_object_and_equal_masks_count_once(run, tmp_path, captured):
     task = copy.deepcopy(captured[0])
     task["data"]["expression"] = "red"

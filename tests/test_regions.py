@@ -11,7 +11,9 @@ from label_studio_sdk.converter.brush import decode_rle
 from mlcdseg.errors import MaskFormatError
 from mlcdseg.label_config import MaskControl
 from mlcdseg.regions import (
+    dominant_label,
     mask_from_regions,
+    region_label,
     region_image_size,
     regions_for_mask,
     textarea_text,
@@ -187,3 +189,18 @@ def test_region_of_the_wrong_shape_is_skipped_or_a_mask_format_error(region: dic
 )
 def test_textarea_value_of_the_wrong_shape_has_no_text(value: object) -> None:
     assert textarea_text([{"type": "textarea", "from_name": "prompt", "value": value}]) is None
+
+
+def test_a_masks_label_is_the_shared_one_else_the_one_covering_most_pixels():
+    small, large = np.zeros((40, 60), bool), np.zeros((40, 60), bool)
+    small[0:2, 0:2] = True
+    large[10:30, 10:50] = True
+    (red_small,) = regions_for_mask(small, BRUSH, "red")
+    (blue_large,) = regions_for_mask(large, BRUSH, "blue")
+    (red_large,) = regions_for_mask(large, BRUSH, "red")
+    (unlabelled,) = regions_for_mask(small, BRUSH, None)
+    assert region_label(red_small) == "red" and region_label(unlabelled) is None
+    assert dominant_label([red_small, red_large, unlabelled], 40, 60) == "red"
+    assert dominant_label([red_small, blue_large], 40, 60) == "blue"
+    assert dominant_label([unlabelled], 40, 60) is None
+    assert dominant_label([], 40, 60) is None
