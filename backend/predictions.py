@@ -29,6 +29,11 @@ logger = logging.getLogger(__name__)
 
 Task = Mapping[str, Any]
 PredictionItem = dict[str, Any]
+#: The answer for a task the backend could not serve: a list of no predictions. Label Studio
+#: accepts a list per task and stores nothing for an empty one, so the task stays without a
+#: prediction of this model version (it is asked again on the next retrieval, and evaluation
+#: never mistakes the failure for the model answering "no target").
+TaskAnswer = PredictionItem | list[PredictionItem]
 
 
 class InvalidRequestError(MlcdsegError):
@@ -162,11 +167,12 @@ class Predictor:
         self.images = images
         self.metrics = metrics
 
-    def predict(self, request: PredictRequest) -> list[PredictionItem]:
-        """Exactly one prediction item per task, in order.
+    def predict(self, request: PredictRequest) -> list[TaskAnswer]:
+        """Exactly one answer per task, in order: a prediction item, or [] for a failed task.
 
         In a batch, a task whose image cannot be had, or whose data lacks the image URL, gets an
-        empty prediction and a logged warning; in an interactive request that is an error instead
+        empty list (no prediction, see TaskAnswer) and a logged warning; in an interactive request
+        that is an error instead
         (TaskDataError, ImageFetchError), so the annotator sees why. An expression the model
         cannot take ("...", a lone surrogate) is likewise an empty prediction, or a 400
         interactively. Other model errors always propagate.
@@ -187,7 +193,7 @@ class Predictor:
 
     def _predict_task(
         self, task: Task, setup: LabelingSetup, control: MaskControl, request: PredictRequest
-    ) -> PredictionItem:
+    ) -> TaskAnswer:
         try:
             wanted = task_input(task, setup, request.context_results)
             if wanted is None:
@@ -196,9 +202,9 @@ class Predictor:
         except (TaskDataError, ImageFetchError) as error:
             if request.interactive:
                 raise
-            logger.warning("task %s gets an empty prediction: %s", task.get("id"), error)
+            logger.warning("task %s gets no prediction: %s", task.get("id"), error)
             self.metrics.count_failed_task()
-            return prediction_item([], self.segmenter.model_version)
+            return []
         try:
             prediction = self._forward(image, wanted.expression)
         except ExpressionError as error:  # e.g. "...": nothing is left to put in the prompt

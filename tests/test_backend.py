@@ -244,12 +244,15 @@ def test_batch_with_bad_tasks_serves_the_others(caplog: pytest.LogCaptureFixture
     with caplog.at_level(logging.WARNING, logger="backend.predictions"):
         response = app.test_client().post("/predict", json=predict_body(tasks))
     assert response.status_code == 200
-    results = [item["result"] for item in response.get_json()["results"]]
-    assert [len(result) for result in results] == [1, 0, 0, 0, 1]
-    assert (
-        "task 2 gets an empty prediction: image /data/upload/1/missing.png: HTTP 404" in caplog.text
-    )
-    assert "task 3 gets an empty prediction" in caplog.text and "data['image']" in caplog.text
+    answers = response.get_json()["results"]
+    # Tasks 2 and 3 failed: an empty list, so Label Studio stores no prediction for them (a stored
+    # empty prediction would read as the model answering "no target"). Task 4 has no expression:
+    # an empty prediction of the model version.
+    assert answers[1] == [] and answers[2] == []
+    assert answers[3] == {"result": [], "model_version": "scripted@1"}
+    assert [len(answers[index]["result"]) for index in (0, 4)] == [1, 1]
+    assert "task 2 gets no prediction: image /data/upload/1/missing.png: HTTP 404" in caplog.text
+    assert "task 3 gets no prediction" in caplog.text and "data['image']" in caplog.text
     assert (
         app.test_client().get("/metrics").get_json()["failed_tasks"] == 2
     )  # task 4 has no expression

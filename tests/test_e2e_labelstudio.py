@@ -204,6 +204,40 @@ def test_batch_predictions_in_the_export_equal_the_stand_in_colour_rule(
     _assert_predictions_follow_the_colour_rule(exported, project.samples, _samples_folder(label_studio))
 
 
+@pytest.mark.labelstudio
+def test_a_task_whose_image_is_missing_gets_no_prediction_and_is_retried_later(
+    client: LabelStudioClient, label_studio: LabelStudioServer, backend: BackendServer
+) -> None:
+    """A failed task stores no prediction (never a fake "no target"), so a later retrieval asks again."""
+    folder = label_studio.document_root / "late-images"
+    (sample,) = write_demo_images(folder)[:1]
+    late_name = "arrives-later.png"
+    config = (LABEL_CONFIG_DIR / "expressions.xml").read_text(encoding="utf-8")
+    project_id = client.create_project("e2e missing image", config)["id"]
+    client.add_local_storage(project_id, str(folder))
+    client.import_tasks(
+        project_id,
+        [
+            {"data": {"image": f"/data/local-files/?d=late-images/{name}", "expression": sample.expression}}
+            for name in (sample.image_name, late_name)
+        ],
+    )
+    present_id, late_id = sorted(task["id"] for task in client.tasks(project_id))
+    client.connect_ml_backend(project_id, backend.url)
+
+    client.retrieve_predictions(project_id)
+    assert sorted(p["task"] for p in client.predictions(project_id)) == [present_id]
+
+    (folder / late_name).write_bytes((folder / sample.image_name).read_bytes())
+    client.retrieve_predictions(project_id)
+    by_task = {p["task"]: p for p in client.predictions(project_id)}
+    assert sorted(by_task) == [present_id, late_id]
+    rgb = _image_rgb(folder / late_name)
+    assert np.array_equal(
+        _brush_mask(by_task[late_id]["result"], *rgb.shape[:2]), _expected_mask(rgb, sample.expression)
+    )
+
+
 def _jwt_claims(token: str) -> JsonObject:
     """The payload of a JWT, unverified."""
     payload = token.split(".")[1]
