@@ -79,15 +79,21 @@ class DemoProject:
     samples: tuple[DemoSample, ...]
 
 
-def real_model_available(model_id: str) -> bool:
-    """True when a CUDA GPU is present and `model_id`'s files are in the local Hugging Face cache."""
+def real_model_available() -> bool:
+    """True when a CUDA GPU is present and the model the backend would load by default is at hand.
+
+    "The model the backend would load" is decided by the backend's own settings (MODEL_DIR,
+    MLCDSEG_REVISION), so the demo and the backend never disagree about it.
+    """
     import torch
-    from huggingface_hub import try_to_load_from_cache
+
+    from backend.settings import Settings
+    from mlcdseg.model import available_offline
 
     if not torch.cuda.is_available():
         return False
-    cached = try_to_load_from_cache(model_id, "config.json", cache_dir=os.environ.get("MODEL_DIR") or None)
-    return isinstance(cached, str)
+    settings = Settings.from_env()
+    return available_offline(settings.model_source, settings.revision)
 
 
 def choose_model(explicit: str | None, work_dir: Path) -> ModelChoice:
@@ -101,7 +107,7 @@ def choose_model(explicit: str | None, work_dir: Path) -> ModelChoice:
     named = explicit or os.environ.get("MLCDSEG_MODEL")
     if named:
         return ModelChoice(named, is_stand_in_directory(named))
-    if real_model_available(DEFAULT_MODEL):
+    if real_model_available():
         return ModelChoice(DEFAULT_MODEL, False)
     return ModelChoice(str(write_stand_in_model(work_dir / "stand-in-model")), True)
 

@@ -296,6 +296,12 @@ def _load_network_and_tokenizer(
     return network, tokenizer
 
 
+def available_offline(model: str, revision: str | None = None) -> bool:
+    """True when `model` loads without the network: a local directory, or a hub id whose files
+    the Hugging Face cache holds at `revision` (None: main)."""
+    return Path(model).expanduser().is_dir() or _in_hub_cache(model, revision)
+
+
 def _in_hub_cache(repo_id: str, revision: str | None) -> bool:
     """Whether the Hugging Face cache holds config.json of `repo_id` at `revision` (None: main)."""
     from huggingface_hub import try_to_load_from_cache
