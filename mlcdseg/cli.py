@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -291,6 +292,11 @@ def _check_output_path(path: str) -> None:
         raise IsADirectoryError(f"cannot write {path}: it is a directory")
     if not target.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: directory {target.parent} does not exist")
+    try:  # a probe file: permission bits alone do not tell (root, read-only mounts, /proc)
+        with tempfile.TemporaryFile(dir=target.parent):
+            pass
+    except OSError as error:
+        raise OSError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def _write_image(image: Image.Image, path: str) -> None:

@@ -237,6 +237,18 @@ def test_predict_into_an_unwritable_directory(
     assert ".tmp" not in result[2]  # the destination is named, not its temporary file
 
 
+def test_predict_refuses_an_unwritable_output_before_loading_the_model(
+    capsys: pytest.CaptureFixture, files: Files, tmp_path: Path, unwritable_dir: Path
+) -> None:
+    missing_model = tmp_path / "no-such-model"
+    result = run_cli(
+        capsys, "predict", files.png, "red", "--model", missing_model,
+        "--overlay", unwritable_dir / "overlay.png",
+    )  # fmt: skip
+    assert_one_error_line(*result, f"cannot write {unwritable_dir / 'overlay.png'}")
+    assert str(missing_model) not in result[2]  # the model was never looked for
+
+
 # --- evaluate and export-refcoco: the export and the labeling config ---------------------------
 
 EXPORT_COMMANDS = ["evaluate", "export-refcoco"]
