@@ -117,7 +117,6 @@ class HumanSample:
     """One annotator's (image, expression) pair of a task; the mask stays encoded as regions."""
 
     task_id: Any
-    annotation_id: Any
     expression: str | None
     split: str | None
     annotator: str
@@ -249,7 +248,6 @@ def human_samples(task: JsonObject, settings: SampleSettings) -> tuple[list[Huma
         samples.append(
             HumanSample(
                 task_id=task_id,
-                annotation_id=annotation.get("id"),
                 expression=data_text(data, settings.expression_field)
                 or textarea_text(annotation.get("result") or [], settings.prompt_controls),
                 split=None if split is None else str(split),
