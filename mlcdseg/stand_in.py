@@ -38,15 +38,15 @@ logger = logging.getLogger(__name__)
 #: ``model_type`` in the stand-in's config.json; how a loaded model is recognised as the stand-in.
 STAND_IN_MODEL_TYPE = "mlcdseg_stand_in"
 
-_README = """\
+_README = f"""\
 # Offline stand-in model — NOT MLCD-Seg
 
 Written by `mlcdseg stand-in-model` for tests and offline demos. It loads like MLCD-Seg
 (`AutoModel.from_pretrained(dir, trust_remote_code=True)`, `AutoTokenizer.from_pretrained(dir,
 use_fast=False)`) and answers `model.seg(image, prompt, tokenizer, force_seg)`, but its "model" is
-a colour rule: the pixels within Euclidean RGB distance 60 of the first colour named in the
-prompt (red, green, blue, yellow, cyan, magenta, white, black, orange, purple, pink, brown,
-grey/gray). No colour word, or no pixel of that colour, means "no target".
+a colour rule: the pixels within Euclidean RGB distance {MAX_COLOUR_DISTANCE:g} of the first colour
+named in the prompt ({", ".join(COLOURS)}). No colour word, or no pixel of that colour, means
+"no target".
 """
 
 
