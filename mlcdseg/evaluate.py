@@ -23,69 +23,25 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from mlcdseg import report
 from mlcdseg.atomic_files import AtomicFiles
-from mlcdseg.errors import ExportFormatError, MaskFormatError
+from mlcdseg.errors import ExportFormatError
 from mlcdseg.export_source import ExportSource
 from mlcdseg.export_tasks import (
-    HumanSample,
-    ModelPrediction,
-    Region,
     SampleSettings,
     Skip,
-    decode_regions,
     human_samples,
     malformed_task_skip,
     model_predictions,
 )
-from mlcdseg.masks import overlap
-from mlcdseg.metrics import RefSegMeter, sample_iou
+from mlcdseg.metrics import RefSegMeter
+from mlcdseg.scoring import ScoredSample, WorstCase, compare
 
 logger = logging.getLogger(__name__)
 
 HISTOGRAM_BINS = 10
-
-
-@dataclass(frozen=True)
-class ScoredSample:
-    """The pixel counts of one sample: human mask (reference) against model mask (predicted)."""
-
-    task_id: Any
-    expression: str | None
-    split: str | None
-    model_version: str
-    annotator: str
-    intersection: int
-    union: int
-    human_area: int
-    model_area: int
-    image: str | None = None
-
-    @property
-    def iou(self) -> float:
-        """IoU of the sample; 1.0 when both masks are empty."""
-        return sample_iou(self.intersection, self.union)
-
-    def row(self) -> dict[str, Any]:
-        """The sample as a samples.csv row (see report.SAMPLE_COLUMNS)."""
-        return {**asdict(self), "iou": round(self.iou, 6)}
-
-
-@dataclass(frozen=True)
-class WorstCase:
-    """A low-IoU sample with both masks kept encoded as regions (brush RLE or polygons)."""
-
-    sample: ScoredSample
-    human_regions: tuple[Region, ...]
-    model_regions: tuple[Region, ...]
-    image_size: tuple[int, int] | None
-
-    def masks(self) -> tuple[np.ndarray, np.ndarray]:
-        """(human, model) bool (H, W) masks."""
-        return decode_regions(self.human_regions, self.image_size), decode_regions(self.model_regions, self.image_size)
 
 
 @dataclass
@@ -97,39 +53,6 @@ class ChunkResult:
     skipped: list[Skip] = field(default_factory=list)
     worst: list[tuple[int, WorstCase]] = field(default_factory=list)
     versions_seen: set[str] = field(default_factory=set)
-
-
-def compare(human: HumanSample, prediction: ModelPrediction) -> WorstCase | str:
-    """Decode both masks at the image's size and count pixels; or the reason they can't be compared."""
-    human_size, model_size = human.image_size, prediction.image_size
-    if human_size and model_size and human_size != model_size:
-        return (
-            f"the human mask is {human_size[1]}x{human_size[0]} but model version "
-            f"{prediction.model_version} drew on {model_size[1]}x{model_size[0]}"
-        )
-    image_size = human_size or model_size
-    try:
-        human_mask = human.mask(image_size)
-    except MaskFormatError as error:
-        return f"the human mask of {human.annotator}: {error}"
-    try:
-        model_mask = decode_regions(prediction.regions, image_size)
-    except MaskFormatError as error:
-        return f"model version {prediction.model_version}: {error}"
-    counts = overlap(model_mask, human_mask)
-    sample = ScoredSample(
-        task_id=human.task_id,
-        expression=human.expression or prediction.expression,
-        split=human.split,
-        model_version=prediction.model_version,
-        annotator=human.annotator,
-        intersection=counts.intersection,
-        union=counts.union,
-        human_area=counts.reference_area,
-        model_area=counts.predicted_area,
-        image=human.image,
-    )
-    return WorstCase(sample, human.regions, prediction.regions, image_size)
 
 
 def score_chunk(

@@ -32,7 +32,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from mlcdseg import __version__
 from mlcdseg.atomic_files import write_files_atomically
 from mlcdseg.errors import ExportFormatError, MaskFormatError, ReferDatasetError
-from mlcdseg.evaluate import compare
 from mlcdseg.export_tasks import (
     HumanSample,
     ModelPrediction,
@@ -54,6 +53,7 @@ from mlcdseg.refcoco import (
     sentence_record,
 )
 from mlcdseg.regions import dominant_label
+from mlcdseg.scoring import compare
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from mlcdseg.errors import MlcdsegError
 from mlcdseg.metrics import FRACTION_KEYS, PRECISION_THRESHOLDS
 
 if TYPE_CHECKING:
-    from mlcdseg.evaluate import WorstCase
+    from mlcdseg.scoring import WorstCase
 
 SAMPLE_COLUMNS = (
     "task_id", "expression", "split", "model_version", "annotator",

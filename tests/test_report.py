@@ -10,9 +10,10 @@ import numpy as np
 from PIL import Image
 
 from mlcdseg import report
-from mlcdseg.evaluate import ChunkResult, EvaluationTotals, ScoredSample, WorstCase
+from mlcdseg.evaluate import ChunkResult, EvaluationTotals
 from mlcdseg.export_tasks import Skip
 from mlcdseg.masks import encode_brush_rle
+from mlcdseg.scoring import ScoredSample, WorstCase
 
 
 def sample(task_id: int, intersection: int, union: int, human: int, model: int, version: str = "v1",
