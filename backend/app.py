@@ -16,17 +16,17 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.predictions import (
-    ImageSource,
+    ImageProvider,
     InvalidRequestError,
     Predictor,
     PredictRequest,
-    Segmenter,
+    MaskModel,
     labeling_setup,
 )
 from backend.service_metrics import ServiceMetrics
 from backend.settings import Settings
 from mlcdseg.errors import GpuOutOfMemoryError, ImageFetchError, LabelConfigError
-from mlcdseg.image_fetch import ImageFetcher
+from mlcdseg.labelstudio.image_fetch import ImageFetcher
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def image_fetcher(settings: Settings) -> ImageFetcher:
 
 
 def create_app(
-    settings: Settings, segmenter: Segmenter, images: ImageSource | None = None
+    settings: Settings, segmenter: MaskModel, images: ImageProvider | None = None
 ) -> Flask:
     """The backend app serving `segmenter`; `images` defaults to an ImageFetcher from the settings."""
     images = images if images is not None else image_fetcher(settings)

@@ -1,7 +1,7 @@
 """Predictions for Label Studio tasks, apart from HTTP: a /predict body in, prediction items out.
 
 Per task, as a pipeline: `task_input` (task + labeling setup + context → image URL and expression),
-`_forward` (image + expression → the segmenter's Prediction), `prediction_item` (mask → regions of
+`Predictor._timed_predict` (image + expression → the model's Prediction), `prediction_item` (mask → regions of
 the config's mask control → one Label Studio prediction item).
 """
 
@@ -18,12 +18,12 @@ from PIL import Image
 
 from backend.service_metrics import ServiceMetrics
 from mlcdseg.errors import ExpressionError, ImageFetchError, MlcdsegError
-from mlcdseg.export_tasks import data_text, task_data
-from mlcdseg.label_config import LabelingSetup, MaskControl, choose_label, parse_label_config
-from mlcdseg.regions import regions_for_mask, textarea_text
+from mlcdseg.labelstudio.tasks import data_text, task_data
+from mlcdseg.labelstudio.label_config import LabelingSetup, MaskControl, choose_label, parse_label_config
+from mlcdseg.labelstudio.regions import regions_for_mask, textarea_text
 
 if TYPE_CHECKING:
-    from mlcdseg.model import Prediction
+    from mlcdseg.model.segmenter import Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ class TaskDataError(InvalidRequestError):
     """One task's data lacks what a prediction needs (e.g. its image field)."""
 
 
-class Segmenter(Protocol):
-    """What the backend needs of a model (mlcdseg.model.Segmenter, or a test double)."""
+class MaskModel(Protocol):
+    """What the backend needs of a model (mlcdseg.model.segmenter.Segmenter, or a test double)."""
 
     model_version: str
     is_stand_in: bool
@@ -56,8 +56,8 @@ class Segmenter(Protocol):
         """The mask of what `expression` refers to in `image`."""
 
 
-class ImageSource(Protocol):
-    """Where task images come from (mlcdseg.image_fetch.ImageFetcher, or a test double)."""
+class ImageProvider(Protocol):
+    """Where task images come from (mlcdseg.labelstudio.image_fetch.ImageFetcher, or a test double)."""
 
     def fetch(self, url: str) -> Image.Image:
         """The decoded RGB image at a task URL; raises ImageFetchError."""
@@ -162,7 +162,7 @@ def prediction_item(regions: list[dict[str, Any]], model_version: str) -> Predic
 class Predictor:
     """Answers /predict requests with a segmenter and an image source; thread-safe."""
 
-    def __init__(self, segmenter: Segmenter, images: ImageSource, metrics: ServiceMetrics) -> None:
+    def __init__(self, segmenter: MaskModel, images: ImageProvider, metrics: ServiceMetrics) -> None:
         self.segmenter = segmenter
         self.images = images
         self.metrics = metrics
@@ -206,7 +206,7 @@ class Predictor:
             self.metrics.count_failed_task()
             return []
         try:
-            prediction = self._forward(image, wanted.expression)
+            prediction = self._timed_predict(image, wanted.expression)
         except ExpressionError as error:  # e.g. "...": nothing is left to put in the prompt
             if request.interactive:
                 raise InvalidRequestError(str(error)) from None
@@ -219,7 +219,7 @@ class Predictor:
             regions_for_mask(prediction.mask, control, label), self.segmenter.model_version
         )
 
-    def _forward(self, image: Image.Image, expression: str) -> Prediction:
+    def _timed_predict(self, image: Image.Image, expression: str) -> Prediction:
         """The segmenter's call, timed for /metrics."""
         started = time.perf_counter()
         try:

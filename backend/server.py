@@ -12,7 +12,6 @@ from gunicorn.arbiter import Arbiter
 from backend.app import create_app
 from backend.settings import Settings
 from mlcdseg.errors import MlcdsegError
-from mlcdseg.model import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +34,7 @@ def load_app(settings: Settings) -> Flask:
     """
     configure_logging(settings)
     try:
-        segmenter = load_model(
-            settings.model_source,
-            revision=settings.revision,
-            device=settings.device,
-            dtype=settings.dtype,
-            prompt_template=settings.prompt_template,
-            force_seg=settings.force_seg,
-        )
+        segmenter = settings.load_segmenter()
     except MlcdsegError as error:
         logger.error("cannot start the backend: %s", error)
         raise SystemExit(Arbiter.WORKER_BOOT_ERROR) from None

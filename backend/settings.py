@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
 
-from mlcdseg.errors import MlcdsegError
-from mlcdseg.model import DEFAULT_MODEL, DTYPES
-from mlcdseg.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template
+from mlcdseg.model.settings import EnvironmentReader, ModelSettings, SettingsError
 from mlcdseg.urls import HTTP_URL_DESCRIPTION, is_http_url
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_TRUE_WORDS = ("1", "true", "yes", "on")
-_FALSE_WORDS = ("0", "false", "no", "off")
 _MIB = 1024 * 1024
-_Value = TypeVar("_Value", int, float)
 
-
-class SettingsError(MlcdsegError):
-    """An environment variable of the backend holds a value it cannot use."""
+__all__ = ["LOG_LEVELS", "Settings", "SettingsError"]
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything the backend reads from its environment; each field names its variable."""
+class Settings(ModelSettings):
+    """Everything the backend reads from its environment; each field names its variable.
+
+    The model fields (MLCDSEG_MODEL, MODEL_DIR, …) and their checks come from ModelSettings.
+    """
 
     label_studio_url: str | None = None  # LABEL_STUDIO_URL, no trailing slash
     label_studio_api_key: str | None = (
@@ -40,13 +32,6 @@ class Settings:
     port: int = 9090  # PORT
     workers: int = 1  # WORKERS: gunicorn processes, each loads its own model
     threads: int = 8  # THREADS: request threads per worker
-    model_dir: str | None = None  # MODEL_DIR: a directory of local model directories
-    model: str = DEFAULT_MODEL  # MLCDSEG_MODEL: hub id or local directory
-    revision: str | None = None  # MLCDSEG_REVISION: hub commit to pin
-    device: str = "auto"  # MLCDSEG_DEVICE: auto, cpu, cuda, cuda:N
-    dtype: str = "auto"  # MLCDSEG_DTYPE
-    prompt_template: str = DEFAULT_PROMPT_TEMPLATE  # MLCDSEG_PROMPT_TEMPLATE
-    force_seg: bool = False  # MLCDSEG_FORCE_SEG: always answer with a mask
     allowed_hosts: tuple[str, ...] = ()  # MLCDSEG_ALLOWED_HOSTS: extra image hosts, lower case
     max_image_bytes: int = 50 * _MIB  # MLCDSEG_MAX_IMAGE_BYTES
     max_image_pixels: int = 64_000_000  # MLCDSEG_MAX_IMAGE_PIXELS
@@ -56,6 +41,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         """Validate every field, so that `dataclasses.replace` validates too."""
+        super().__post_init__()
         if self.label_studio_url is not None:
             if not is_http_url(self.label_studio_url):
                 raise SettingsError(
@@ -70,16 +56,6 @@ class Settings:
             )
         if not 1 <= self.port <= 65535:
             raise SettingsError(f"PORT={self.port} is not a TCP port (1-65535)")
-        if self.dtype not in DTYPES:
-            raise SettingsError(f"MLCDSEG_DTYPE={self.dtype!r} is not one of {', '.join(DTYPES)}")
-        if not self.model:
-            raise SettingsError("MLCDSEG_MODEL is empty; give a hub id or a model directory")
-        if self.model_dir is not None and not Path(self.model_dir).expanduser().is_dir():
-            raise SettingsError(f"MODEL_DIR={self.model_dir!r} is not a directory")
-        try:
-            check_prompt_template(self.prompt_template)
-        except ValueError as error:
-            raise SettingsError(f"MLCDSEG_PROMPT_TEMPLATE: {error}") from None
         for host in self.allowed_hosts:
             if not host or any(character in host for character in "/:@ "):
                 raise SettingsError(
@@ -105,15 +81,6 @@ class Settings:
         return None
 
     @property
-    def model_source(self) -> str:
-        """What to load: MODEL_DIR/MLCDSEG_MODEL when that directory exists, else MLCDSEG_MODEL."""
-        if self.model_dir is not None:
-            candidate = Path(self.model_dir).expanduser() / self.model
-            if candidate.is_dir():
-                return str(candidate)
-        return self.model
-
-    @property
     def logging_level(self) -> int:
         """LOG_LEVEL as a `logging` level number."""
         return logging.getLevelName(self.log_level)
@@ -121,9 +88,10 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the settings from `environ` (default os.environ); empty variables count as unset."""
-        reader = _EnvReader(os.environ if environ is None else environ)
+        reader = EnvironmentReader(environ)
         defaults = cls()
         return cls(
+            **ModelSettings.fields_from_env(reader),
             label_studio_url=reader.text("LABEL_STUDIO_URL"),
             label_studio_api_key=reader.text("LABEL_STUDIO_API_KEY"),
             basic_auth_user=reader.text("BASIC_AUTH_USER"),
@@ -132,13 +100,6 @@ class Settings:
             port=reader.integer("PORT", defaults.port),
             workers=reader.integer("WORKERS", defaults.workers),
             threads=reader.integer("THREADS", defaults.threads),
-            model_dir=reader.text("MODEL_DIR"),
-            model=reader.text("MLCDSEG_MODEL") or defaults.model,
-            revision=reader.text("MLCDSEG_REVISION"),
-            device=reader.text("MLCDSEG_DEVICE") or defaults.device,
-            dtype=(reader.text("MLCDSEG_DTYPE") or defaults.dtype).lower(),
-            prompt_template=reader.text("MLCDSEG_PROMPT_TEMPLATE") or defaults.prompt_template,
-            force_seg=reader.boolean("MLCDSEG_FORCE_SEG", defaults.force_seg),
             allowed_hosts=reader.host_list("MLCDSEG_ALLOWED_HOSTS"),
             max_image_bytes=reader.integer("MLCDSEG_MAX_IMAGE_BYTES", defaults.max_image_bytes),
             max_image_pixels=reader.integer("MLCDSEG_MAX_IMAGE_PIXELS", defaults.max_image_pixels),
@@ -148,55 +109,3 @@ class Settings:
                 "MLCDSEG_MAX_REQUEST_BYTES", defaults.max_request_bytes
             ),
         )
-
-    def with_overrides(self, **changes: object) -> Settings:
-        """A validated copy with the given fields changed; None values leave a field as it is."""
-        return dataclasses.replace(
-            self, **{key: value for key, value in changes.items() if value is not None}
-        )
-
-
-class _EnvReader:
-    """Typed access to environment variables with messages naming the variable."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def text(self, name: str) -> str | None:
-        value = self._environ.get(name, "").strip()
-        return value or None
-
-    def integer(self, name: str, default: int) -> int:
-        return self._converted(name, default, int, "a whole number")
-
-    def number(self, name: str, default: float) -> float:
-        return self._converted(name, default, float, "a number")
-
-    def _converted(
-        self, name: str, default: _Value, convert: Callable[[str], _Value], kind: str
-    ) -> _Value:
-        value = self.text(name)
-        if value is None:
-            return default
-        try:
-            return convert(value)
-        except ValueError:
-            raise SettingsError(f"{name}={value!r} is not {kind}") from None
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.text(name)
-        if value is None:
-            return default
-        if value.lower() in _TRUE_WORDS:
-            return True
-        if value.lower() in _FALSE_WORDS:
-            return False
-        raise SettingsError(
-            f"{name}={value!r} is not a boolean; use one of {', '.join(_TRUE_WORDS + _FALSE_WORDS)}"
-        )
-
-    def host_list(self, name: str) -> tuple[str, ...]:
-        value = self.text(name)
-        if value is None:
-            return ()
-        return tuple(host.strip().lower() for host in value.split(",") if host.strip())

@@ -27,9 +27,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mlcdseg.demo_data import SCENES, render_scene
-from mlcdseg.labelstudio_server import LOOPBACK, BackendServer, new_legacy_token
-from mlcdseg.stand_in import write_stand_in_model
+from mlcdseg.demo.scenes import SCENES, render_scene
+from mlcdseg.labelstudio.local_server import LOOPBACK, BackendServer, new_legacy_token
+from mlcdseg.model.stand_in import write_stand_in_model
 
 IMAGE_PATH = "/data/upload/1/scene.png"
 LABEL_CONFIG = Path(__file__).resolve().parent.parent / "label_config" / "expressions.xml"

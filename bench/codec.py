@@ -3,7 +3,7 @@
     .venv/bin/python bench/codec.py [--repeats 7] [--no-4k]
 
 Builds reproducible brush-stroke masks (random-walk strokes of varying thickness plus a few filled
-disks) at 1920x1080 and 3840x2160, times encode and decode of mlcdseg.masks against
+disks) at 1920x1080 and 3840x2160, times encode and decode of mlcdseg.masks.codecs against
 label_studio_sdk.converter.brush (best of --repeats, timeit), prints the times in ms and the
 speed-ups, and checks that both sides agree: our encode equals the SDK's byte for byte, our
 decode of the SDK's RLE and the SDK's decode (alpha > 0) of ours both give the mask back.
@@ -23,7 +23,7 @@ from label_studio_sdk.converter.brush import decode_rle, mask2rle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlcdseg.masks import decode_brush_rle, encode_brush_rle  # noqa: E402
+from mlcdseg.masks.codecs import decode_brush_rle, encode_brush_rle  # noqa: E402
 
 TARGETS = {"encode": 5.0, "decode": 20.0}
 

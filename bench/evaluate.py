@@ -29,7 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mlcdseg.masks import encode_brush_rle
+from mlcdseg.masks.codecs import encode_brush_rle
 
 HEIGHT, WIDTH = 1080, 1920
 DISTINCT_PAIRS = 40  # mask pairs encoded once and cycled over the tasks (encoding is not what we measure)
@@ -91,9 +91,9 @@ def _cpu_seconds() -> float:
 
 def run_ours_here(export: str, outdir: str, workers: int) -> None:
     """(Subprocess side) evaluate one export and print seconds and peak RSS as JSON."""
-    from mlcdseg.evaluate import evaluate_export
-    from mlcdseg.export_source import ExportSource
-    from mlcdseg.export_tasks import SampleSettings
+    from mlcdseg.evaluation.evaluate import evaluate_export
+    from mlcdseg.labelstudio.export_source import ExportSource
+    from mlcdseg.evaluation.samples import SampleSettings
 
     start, cpu_start = time.perf_counter(), _cpu_seconds()
     result = evaluate_export(ExportSource(Path(export)), outdir, SampleSettings(), workers=workers, quiet=True)

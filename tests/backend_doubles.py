@@ -15,7 +15,7 @@ from PIL import Image
 from backend.app import create_app
 from backend.settings import Settings
 from mlcdseg.errors import ImageFetchError
-from mlcdseg.model import Prediction
+from mlcdseg.model.segmenter import Prediction
 
 LABEL_CONFIG_DIR = Path(__file__).resolve().parents[1] / "label_config"
 EXPRESSIONS_CONFIG = (LABEL_CONFIG_DIR / "expressions.xml").read_text(encoding="utf-8")

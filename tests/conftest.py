@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "labelstudio-1.23.2"
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "labelstudio-1.23.2"
 
 # Tests never reach the Hugging Face hub nor touch ~/.cache: offline mode and a throwaway HF_HOME
 # (transformers copies remote code into HF_MODULES_CACHE), set before anything imports
@@ -48,14 +48,14 @@ def unwritable_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def stand_in_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The offline stand-in model directory (NOT MLCD-Seg: a colour rule), written once."""
-    from mlcdseg.stand_in import write_stand_in_model
+    from mlcdseg.model.stand_in import write_stand_in_model
 
     return write_stand_in_model(tmp_path_factory.mktemp("models") / "stand-in")
 
 
 @pytest.fixture(scope="session")
 def stand_in_segmenter(stand_in_model_dir: Path):
-    """The stand-in loaded on CPU through mlcdseg.model.load_model, the path MLCD-Seg takes."""
-    from mlcdseg.model import load_model
+    """The stand-in loaded on CPU through mlcdseg.model.loading.load_model, the path MLCD-Seg takes."""
+    from mlcdseg.model.loading import load_model
 
     return load_model(str(stand_in_model_dir), device="cpu")

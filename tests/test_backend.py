@@ -11,9 +11,9 @@ import pytest
 from label_studio_sdk.label_interface import LabelInterface
 from PIL import Image
 
-from mlcdseg.masks import decode_brush_rle, polygons_to_mask
-from mlcdseg.model import STAND_IN_VERSION_PREFIX
-from mlcdseg.stand_in import colour_rule_mask
+from mlcdseg.masks.codecs import decode_brush_rle, polygons_to_mask
+from mlcdseg.model.loading import STAND_IN_VERSION_PREFIX
+from mlcdseg.model.stand_in import colour_rule_mask
 from tests.backend_doubles import (
     EXPRESSIONS_CONFIG,
     INTERACTIVE_CONFIG,

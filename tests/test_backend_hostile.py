@@ -31,8 +31,8 @@ from urllib3.util import parse_url
 
 from backend.app import create_app
 from backend.settings import Settings
-from mlcdseg.image_fetch import ImageFetcher
-from mlcdseg.masks import decode_brush_rle
+from mlcdseg.labelstudio.image_fetch import ImageFetcher
+from mlcdseg.masks.codecs import decode_brush_rle
 from tests.backend_doubles import (
     EXPRESSIONS_CONFIG,
     INTERACTIVE_CONFIG,
@@ -628,8 +628,15 @@ def test_a_redirect_to_a_malformed_location_is_422() -> None:
     assert "redirects to a malformed URL 'http://[::1'" in response.get_json()["error"]
 
 
-def test_the_server_served_every_valid_request_after_all_the_hostile_ones() -> None:
-    client = APP.test_client()
+def test_the_server_serves_a_valid_request_after_hostile_ones() -> None:
+    """Self-contained: a fresh backend takes a volley of hostile requests first (so the check
+    does not depend on other tests having run), then serves a valid one."""
+    app, _, _ = hostile_app()
+    client = app.test_client()
+    for body in [*HUGE_VALUES, None, [], "x", {"tasks": "x"}, {"tasks": [None]}]:
+        for path in POST_ENDPOINTS:
+            assert post(client, path, body).status_code < 500
+    client.post("/predict", data=b"\xff\xfe{", content_type="application/json")
     assert_still_serving(client)
     assert client.get("/health").get_json()["status"] == "UP"
     assert client.get("/metrics").get_json()["responses"].get("5xx", 0) == 0

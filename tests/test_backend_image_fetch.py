@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from mlcdseg.errors import ImageFetchError
-from mlcdseg.image_fetch import ImageFetcher, is_forbidden_address
+from mlcdseg.labelstudio.image_fetch import ImageFetcher, is_forbidden_address
 
 LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
-from mlcdseg.label_config import parse_label_config
+from mlcdseg.labelstudio.label_config import parse_label_config
 
 LABEL_CONFIG_DIR = Path(__file__).resolve().parents[1] / "label_config"
 

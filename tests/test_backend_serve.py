@@ -22,14 +22,14 @@ import pytest
 from backend.server import gunicorn_options, load_app
 from backend.settings import Settings
 from mlcdseg.cli import build_parser
-from mlcdseg.masks import decode_brush_rle
-from mlcdseg.stand_in import colour_rule_mask
+from mlcdseg.masks.codecs import decode_brush_rle
+from mlcdseg.model.stand_in import colour_rule_mask
 from tests.backend_doubles import EXPRESSIONS_CONFIG, shapes_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVE = (
     "import argparse, sys\n"
-    "from backend.cli import register_serve\n"
+    "from backend.serve_command import register_serve\n"
     "parser = argparse.ArgumentParser()\n"
     "register_serve(parser.add_subparsers())\n"
     "arguments = parser.parse_args(sys.argv[1:])\n"

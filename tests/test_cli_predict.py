@@ -12,7 +12,7 @@ from pycocotools import mask as coco_mask
 
 from mlcdseg import __version__
 from mlcdseg.cli import build_parser, main
-from mlcdseg.stand_in import colour_rule_mask
+from mlcdseg.model.stand_in import colour_rule_mask
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlcdseg.demo import choose_model, real_model_available
-from mlcdseg.model import DEFAULT_MODEL, available_offline
+from mlcdseg.demo.run import choose_model, real_model_available
+from mlcdseg.model.loading import DEFAULT_MODEL, available_offline
 
 
 @pytest.fixture

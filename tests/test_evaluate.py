@@ -1,7 +1,7 @@
 """`mlcdseg evaluate` on exports shaped exactly like Label Studio 1.23.2's snapshot export.
 
 Synthetic tasks are copies of a task of the captured export whose brush RLE and image sizes are
-replaced (masks encoded with mlcdseg.masks.encode_brush_rle). Expected metrics are computed here
+replaced (masks encoded with mlcdseg.masks.codecs.encode_brush_rle). Expected metrics are computed here
 with plain numpy from the known masks, never with RefSegMeter.
 """
 
@@ -18,13 +18,15 @@ import httpx
 import numpy as np
 import pytest
 
-from mlcdseg import cli, report
+from mlcdseg import cli
+
+from mlcdseg.evaluation import report
 from mlcdseg.errors import LabelStudioError
-from mlcdseg.evaluate import evaluate_export
-from mlcdseg.evaluate_cli import register_evaluate
-from mlcdseg.export_source import ExportSource, open_export_source, snapshot_project_export
-from mlcdseg.export_tasks import SampleSettings, human_samples
-from mlcdseg.masks import encode_brush_rle, polygons_to_mask
+from mlcdseg.evaluation.evaluate import evaluate_export
+from mlcdseg.cli.evaluate import register_evaluate
+from mlcdseg.labelstudio.export_source import ExportSource, open_export_source, snapshot_project_export
+from mlcdseg.evaluation.samples import SampleSettings, human_samples
+from mlcdseg.masks.codecs import encode_brush_rle, polygons_to_mask
 
 HEIGHT, WIDTH = 30, 40
 OUTPUTS = ("report.json", "samples.csv", "report.html")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from mlcdseg.errors import ImageDecodeError
-from mlcdseg.images import load_image, mask_image, overlay_mask
+from mlcdseg.masks.images import load_image, mask_image, overlay_mask
 
 RED = (255, 0, 0)
 GREY = (128, 128, 128)
@@ -230,3 +230,13 @@ def test_overlay_tints_the_mask_and_dims_the_rest():
     assert (outside < 200).all() and outside[0] == outside[2]  # dimmed, not tinted
     with pytest.raises(ValueError, match="does not match"):
         overlay_mask(image, np.zeros((2, 2), dtype=bool))
+
+
+def test_an_image_load_image_made_is_not_decoded_again_but_a_size_limit_still_applies(tmp_path):
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(_exif_jpeg(_landscape_with_red_top_left(), 6))
+    decoded = load_image(path)
+    assert load_image(decoded) is decoded  # the backend fetches and decodes, the segmenter reuses
+    with pytest.raises(ImageDecodeError, match="over the limit"):
+        load_image(decoded, max_pixels=100)
+    assert load_image(decoded.convert("L")) is not decoded

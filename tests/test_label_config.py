@@ -4,7 +4,7 @@ import json
 import pytest
 
 from mlcdseg.errors import LabelConfigError
-from mlcdseg.label_config import choose_label, parse_label_config
+from mlcdseg.labelstudio.label_config import choose_label, parse_label_config
 
 POLYGON_CONFIG = """<View>
   <Image name="img" value="$photo"/>

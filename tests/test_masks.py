@@ -9,7 +9,7 @@ from label_studio_sdk.converter.brush import decode_rle, mask2rle
 from pycocotools import mask as coco_mask
 
 from mlcdseg.errors import MaskFormatError
-from mlcdseg.masks import (
+from mlcdseg.masks.codecs import (
     decode_brush_rle,
     decode_coco_rle,
     encode_brush_rle,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mlcdseg.errors import MaskFormatError
-from mlcdseg.metrics import METRIC_KEYS, RefSegMeter, sample_iou
+from mlcdseg.evaluation.metrics import METRIC_KEYS, RefSegMeter, sample_iou
 
 
 def _mask(rows: list[str]) -> np.ndarray:

@@ -13,15 +13,11 @@ import torch
 from PIL import Image
 
 from mlcdseg.errors import GpuOutOfMemoryError, ModelLoadError, ModelNotFoundError
-from mlcdseg.images import load_image
-from mlcdseg.model import (
-    DEFAULT_PROMPT_TEMPLATE,
-    build_prompt,
-    load_model,
-    union_of_masks,
-)
-from mlcdseg.prompts import is_full_prompt
-from mlcdseg.stand_in import STAND_IN_MODEL_TYPE, colour_rule_mask, write_stand_in_model
+from mlcdseg.masks.images import load_image
+from mlcdseg.model.loading import load_model
+from mlcdseg.model.prompts import DEFAULT_PROMPT_TEMPLATE, build_prompt, is_full_prompt
+from mlcdseg.model.segmenter import union_of_masks
+from mlcdseg.model.stand_in import STAND_IN_MODEL_TYPE, colour_rule_mask, write_stand_in_model
 
 GREY = (128, 128, 128)
 
@@ -364,7 +360,7 @@ def test_directory_without_a_model_is_a_load_error(tmp_path):
 
 
 def test_half_precision_on_cpu_falls_back_to_float32_with_a_warning(stand_in_model_dir, caplog):
-    with caplog.at_level(logging.WARNING, logger="mlcdseg.model"):
+    with caplog.at_level(logging.WARNING, logger="mlcdseg.model.loading"):
         segmenter = load_model(str(stand_in_model_dir), device="cpu", dtype="bfloat16")
     assert segmenter.dtype == "float32"
     assert segmenter.model.max_colour_distance.dtype == torch.float32

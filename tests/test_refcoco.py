@@ -22,8 +22,8 @@ from pycocotools.coco import COCO
 
 from mlcdseg import cli
 from mlcdseg.errors import MaskFormatError, ReferDatasetError
-from mlcdseg.masks import encode_brush_rle
-from mlcdseg.refcoco import (
+from mlcdseg.masks.codecs import encode_brush_rle
+from mlcdseg.refcoco.dataset import (
     assign_ids,
     check_split,
     json_list_chunks,
@@ -31,8 +31,8 @@ from mlcdseg.refcoco import (
     sentence_record,
     tokenize,
 )
-from mlcdseg.refcoco_export import image_file_name
-from mlcdseg.regions import mask_from_regions
+from mlcdseg.refcoco.exporter import image_file_name
+from mlcdseg.labelstudio.regions import mask_from_regions
 
 PREFIX = "/data/local-files/?d=coco/train2014/"
 MODEL_VERSION = "fake-model@1"

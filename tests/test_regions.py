@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from label_studio_sdk.converter.brush import decode_rle
 
 from mlcdseg.errors import MaskFormatError
-from mlcdseg.label_config import MaskControl
-from mlcdseg.regions import (
+from mlcdseg.labelstudio.label_config import MaskControl
+from mlcdseg.labelstudio.regions import (
     dominant_label,
     mask_from_regions,
     region_label,

@@ -9,11 +9,11 @@ import re
 import numpy as np
 from PIL import Image
 
-from mlcdseg import report
-from mlcdseg.evaluate import ChunkResult, EvaluationTotals
-from mlcdseg.export_tasks import Skip
-from mlcdseg.masks import encode_brush_rle
-from mlcdseg.scoring import ScoredSample, WorstCase
+from mlcdseg.evaluation import report
+from mlcdseg.evaluation.evaluate import ChunkResult, EvaluationTotals
+from mlcdseg.labelstudio.tasks import Skip
+from mlcdseg.masks.codecs import encode_brush_rle
+from mlcdseg.evaluation.scoring import ScoredSample, ComparedSample
 
 
 def sample(task_id: int, intersection: int, union: int, human: int, model: int, version: str = "v1",
@@ -80,12 +80,12 @@ def test_overlay_colours_human_only_model_only_and_both_and_is_downscaled():
     assert tuple(row[90]) == (24, 24, 24)  # neither: dark background
 
 
-def _worst_case(image: str | None) -> WorstCase:
+def _worst_case(image: str | None) -> ComparedSample:
     human = np.zeros((20, 30), bool)
     human[5:15, 5:15] = True
     region = {"type": "brushlabels", "from_name": "mask", "original_height": 20, "original_width": 30,
               "value": {"format": "rle", "rle": encode_brush_rle(human), "brushlabels": ["red"]}}
-    return WorstCase(sample(1, 0, 100, 100, 0, image=image), (region,), (), (20, 30))
+    return ComparedSample(sample(1, 0, 100, 100, 0, image=image), (region,), (), (20, 30))
 
 
 def test_worst_views_draw_over_the_image_when_it_loads_and_say_so_when_not(tmp_path):

@@ -1,0 +1,91 @@
+"""The `evaluate` subcommand: argument parsing, task images for the overlays, the printed summary."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from PIL import Image
+
+from mlcdseg.evaluation import report
+from mlcdseg.errors import ImageFetchError
+from mlcdseg.evaluation.evaluate import evaluate_export
+from mlcdseg.cli.export_source_options import add_export_source_arguments, opened_export_source
+from mlcdseg.labelstudio.image_fetch import ImageFetcher
+from mlcdseg.masks.images import load_image
+
+
+def task_image_loader(label_studio_url: str | None, api_key: str | None) -> report.ImageLoader:
+    """Load a task image from a local path (or file:// URL), else through Label Studio's ImageFetcher."""
+    fetcher = ImageFetcher(label_studio_url, api_key) if label_studio_url else None
+
+    def load(reference: str) -> Image.Image:
+        path = Path(reference.removeprefix("file://"))
+        if path.is_file():
+            return load_image(path)
+        if fetcher is None:
+            raise ImageFetchError(f"{reference} is not a local file; pass --label-studio-url and --api-key to fetch it")
+        return fetcher.fetch(reference)
+
+    return load
+
+
+_DESCRIPTION = """\
+Score the human-corrected masks of a Label Studio project against the model's pre-annotation
+masks with the RefCOCO metrics (cIoU, gIoU, precision@0.5-0.9, N-acc, T-acc).
+
+SOURCE is a Label Studio JSON export file with predictions serialized in full (an export
+snapshot: POST /api/projects/<id>/exports with {"serialization_options": {"predictions":
+{"only_id": false}}}); the plain /export gives prediction ids only and cannot be scored.
+Instead of SOURCE, --label-studio-url, --api-key and --project make that snapshot of a live project.
+
+Written into OUTDIR, all or nothing: report.json (overall, by_split, by_model_version,
+by_annotator, skipped tasks with reasons, source), samples.csv (one row per task x annotator x
+model version) and report.html (a self-contained page: RefCOCO-style table, IoU histogram,
+precision@k curve, mask overlays of the worst samples).
+"""
+
+
+def register_evaluate(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the `evaluate` subcommand to an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score human-corrected masks against model pre-annotations (RefCOCO metrics)",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="directory for report.json, samples.csv, report.html")
+    add_export_source_arguments(
+        parser,
+        model_version_help="score only this model version (default: each version separately)",
+        live_project_description="The URL and key also fetch task images for the worst-sample overlays.",
+    )
+    parser.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="processes decoding masks (default 1)")
+    parser.add_argument("--worst", type=_positive_int, default=12, metavar="K", help="worst samples shown with overlays (default 12)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run_evaluate)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Run `mlcdseg evaluate` from parsed arguments; print a summary; MlcdsegError on failure."""
+    with opened_export_source(args) as (source, settings):
+        result = evaluate_export(
+            source, args.output, settings, workers=args.workers, worst_count=args.worst, quiet=args.quiet,
+            load_image=task_image_loader(args.label_studio_url, args.api_key),
+        )
+    summary = result["source"]
+    print(f"{summary['tasks']} tasks, {summary['samples']} samples, {summary['skipped']} skipped")
+    for version, metrics in result["by_model_version"].items():
+        print(f"{version}: cIoU {report.percent(metrics['cIoU'])}  gIoU {report.percent(metrics['gIoU'])}  "
+              f"Pr@0.5 {report.percent(metrics['precision@0.5'])}  ({metrics['samples']} samples)")
+    print(f"wrote {Path(args.output) / 'report.html'}, report.json, samples.csv")
+    return 0

@@ -1,0 +1,289 @@
+"""`mlcdseg demo`: a local Label Studio with MLCD-Seg pre-annotations on generated sample images.
+
+Starts Label Studio (SQLite) and the ML backend on 127.0.0.1, creates a project with
+label_config/expressions.xml, imports the sample tasks, connects the backend and retrieves
+predictions. Without a GPU or cached MLCD-Seg weights it serves the offline stand-in model and
+says so loudly. `--once` checks every prediction, stops everything and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from mlcdseg.demo.scenes import DemoSample, write_demo_images
+from mlcdseg.errors import LabelStudioError, MlcdsegError
+from mlcdseg.labelstudio.client import LabelStudioClient
+from mlcdseg.labelstudio.local_server import (
+    REPO_ROOT,
+    BackendServer,
+    LabelStudioServer,
+    find_label_studio,
+    free_port,
+    new_legacy_token,
+)
+
+# mlcdseg.labelstudio.label_config and mlcdseg.labelstudio.regions load label-studio-sdk (~0.5 s): imported where used so
+# that `mlcdseg --help` stays quick.
+if TYPE_CHECKING:
+    from mlcdseg.labelstudio.label_config import LabelingSetup
+
+logger = logging.getLogger(__name__)
+
+EXPRESSIONS_CONFIG = REPO_ROOT / "label_config" / "expressions.xml"
+DEFAULT_DATA_DIR = Path("demo-data")
+DEFAULT_LABEL_STUDIO_PORT = 8080
+SAMPLES_FOLDER = "mlcdseg-demo"  # under Label Studio's local-files document root
+CREDENTIALS_FILE = "mlcdseg-demo-credentials.json"
+DEMO_USERNAME = "demo@example.com"
+STAND_IN_BANNER = """
+************************************************************************
+*  OFFLINE STAND-IN MODEL - NOT MLCD-Seg                               *
+*  No GPU with cached MLCD-Seg weights was found (or MLCDSEG_MODEL     *
+*  names the stand-in), so the backend serves a colour rule: it masks  *
+*  the pixels of the first colour word in the expression. Its masks    *
+*  say nothing about MLCD-Seg. Set MLCDSEG_MODEL to the real weights.  *
+************************************************************************
+"""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What the demo backend serves: a hub id or directory, and whether it is the offline stand-in."""
+
+    location: str
+    is_stand_in: bool
+
+
+@dataclass(frozen=True)
+class DemoProject:
+    """The project the demo set up: ids in Label Studio and the samples behind its tasks (same order)."""
+
+    project_id: int
+    ml_backend_id: int
+    task_ids: tuple[int, ...]
+    samples: tuple[DemoSample, ...]
+
+
+def real_model_available() -> bool:
+    """True when a CUDA GPU is present and the model the backend would load by default is at hand.
+
+    "The model the backend would load" is decided by the model settings the backend extends
+    (MODEL_DIR, MLCDSEG_REVISION), so the demo and the backend never disagree about it.
+    """
+    import torch
+
+    from mlcdseg.model.loading import available_offline
+    from mlcdseg.model.settings import ModelSettings
+
+    if not torch.cuda.is_available():
+        return False
+    settings = ModelSettings.from_env()
+    return available_offline(settings.model_source, settings.revision)
+
+
+def choose_model(explicit: str | None, work_dir: Path) -> ModelChoice:
+    """The model to serve: `explicit`, else $MLCDSEG_MODEL, else MLCD-Seg if usable, else the stand-in.
+
+    The stand-in is written to `work_dir/stand-in-model` when needed.
+    """
+    from mlcdseg.model.loading import DEFAULT_MODEL
+    from mlcdseg.model.stand_in import is_stand_in_directory, write_stand_in_model
+
+    named = explicit or os.environ.get("MLCDSEG_MODEL")
+    if named:
+        return ModelChoice(named, is_stand_in_directory(named))
+    if real_model_available():
+        return ModelChoice(DEFAULT_MODEL, False)
+    return ModelChoice(str(write_stand_in_model(work_dir / "stand-in-model")), True)
+
+
+def sample_tasks(samples: Sequence[DemoSample], folder: str, setup: LabelingSetup) -> list[dict[str, Any]]:
+    """Label Studio tasks for samples whose images lie in `folder` under the local-files document root."""
+    return [
+        {
+            "data": {
+                setup.image_field: f"/data/local-files/?d={folder}/{sample.image_name}",
+                setup.expression_field: sample.expression,
+            }
+        }
+        for sample in samples
+    ]
+
+
+def set_up_project(
+    client: LabelStudioClient,
+    label_config: str,
+    document_root: Path,
+    backend_url: str,
+    title: str,
+) -> DemoProject:
+    """Create a project with the sample images as local files, import the tasks and connect the backend."""
+    from mlcdseg.labelstudio.label_config import parse_label_config
+
+    setup = parse_label_config(label_config)
+    samples = write_demo_images(document_root / SAMPLES_FOLDER)
+    project_id = client.create_project(title, label_config)["id"]
+    client.add_local_storage(project_id, str(document_root / SAMPLES_FOLDER), title="demo images")
+    client.import_tasks(project_id, sample_tasks(samples, SAMPLES_FOLDER, setup))
+    task_ids = tuple(task["id"] for task in client.tasks(project_id))
+    if len(task_ids) != len(samples):
+        raise LabelStudioError(f"imported {len(samples)} tasks but the project holds {len(task_ids)}")
+    ml_backend_id = client.connect_ml_backend(project_id, backend_url)["id"]
+    return DemoProject(project_id, ml_backend_id, task_ids, tuple(samples))
+
+
+def prediction_problems(
+    predictions: Sequence[dict[str, Any]], project: DemoProject, images_folder: Path
+) -> list[str]:
+    """What is wrong with a project's predictions: a task without one, or a mask empty or not decodable."""
+    from mlcdseg.labelstudio.regions import mask_from_regions
+
+    by_task: dict[int, list[dict[str, Any]]] = {}
+    for prediction in predictions:
+        by_task.setdefault(prediction["task"], []).append(prediction)
+    problems = []
+    for task_id, sample in zip(project.task_ids, project.samples):
+        label = f"task {task_id} ({sample.image_name}, {sample.expression!r})"
+        if task_id not in by_task:
+            problems.append(f"{label}: no prediction")
+            continue
+        with Image.open(images_folder / sample.image_name) as image:
+            width, height = image.size
+        try:
+            mask = mask_from_regions(by_task[task_id][-1]["result"], None, height, width)
+        except MlcdsegError as error:
+            problems.append(f"{label}: {error}")
+            continue
+        if not np.any(mask):
+            problems.append(f"{label}: the predicted mask is empty")
+    return problems
+
+
+def _saved_credentials(data_dir: Path) -> tuple[str, str]:
+    """(password, token) of the demo user of `data_dir`, created on first use and reused afterwards.
+
+    Label Studio sets a user's password and token only when it creates the user, so a reused
+    data folder must reuse them.
+    """
+    credentials_path = data_dir / CREDENTIALS_FILE
+    if credentials_path.is_file():
+        saved = json.loads(credentials_path.read_text(encoding="utf-8"))
+        return saved["password"], saved["token"]
+    from secrets import token_urlsafe
+
+    password, token = token_urlsafe(12), new_legacy_token()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Created owner-only (0600) from the start: no moment in which other users can read the password.
+    descriptor = os.open(credentials_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(descriptor, "w", encoding="utf-8") as stream:
+        json.dump({"username": DEMO_USERNAME, "password": password, "token": token}, stream)
+    return password, token
+
+
+def _label_studio_port(requested: int | None, once: bool) -> int:
+    """The port for Label Studio: `requested`, else 8080 when free (interactive runs), else any free one."""
+    if requested is not None:
+        return requested
+    if not once:
+        import socket
+
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", DEFAULT_LABEL_STUDIO_PORT))
+            except OSError:
+                return free_port()
+        return DEFAULT_LABEL_STUDIO_PORT
+    return free_port()
+
+
+def run_demo(
+    label_studio: str | None = None,
+    data_dir: Path | None = None,
+    port: int | None = None,
+    model: str | None = None,
+    once: bool = False,
+) -> int:
+    """Run the demo (see the module docstring); returns the process exit status."""
+    with ExitStack() as stack:
+        if data_dir is None and once:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlcdseg-demo-")))
+        data_dir = (data_dir or DEFAULT_DATA_DIR).resolve()
+        executable = find_label_studio(label_studio)
+        label_config = EXPRESSIONS_CONFIG.read_text(encoding="utf-8")
+        password, token = _saved_credentials(data_dir)
+        label_studio_server = LabelStudioServer(
+            data_dir / "label-studio",
+            executable=executable,
+            port=_label_studio_port(port, once),
+            username=DEMO_USERNAME,
+            password=password,
+            token=token,
+        )
+        choice = choose_model(model, data_dir)
+        if choice.is_stand_in:
+            print(STAND_IN_BANNER, file=sys.stderr, flush=True)
+        print(f"Starting Label Studio (log: {label_studio_server.log_path}); the first start takes ~40 s ...")
+        stack.enter_context(label_studio_server)
+        backend = stack.enter_context(
+            BackendServer(
+                choice.location,
+                data_dir,
+                label_studio_url=label_studio_server.url,
+                label_studio_api_key=token,
+            )
+        )
+        print(f"Backend serving {choice.location} at {backend.url} (log: {backend.log_path})")
+        client = LabelStudioClient(label_studio_server.url, token)
+        title = "MLCD-Seg demo (offline stand-in)" if choice.is_stand_in else "MLCD-Seg demo"
+        project = set_up_project(client, label_config, label_studio_server.document_root, backend.url, title)
+        started = time.monotonic()
+        answer = client.retrieve_predictions(project.project_id)
+        print(f"Label Studio: {answer.get('detail', answer)} ({time.monotonic() - started:.1f} s)")
+        problems = prediction_problems(
+            client.predictions(project.project_id),
+            project,
+            label_studio_server.document_root / SAMPLES_FOLDER,
+        )
+        for problem in problems:
+            print(f"mlcdseg demo: {problem}", file=sys.stderr)
+        if problems:
+            print(
+                f"mlcdseg demo: {len(problems)} of {len(project.task_ids)} tasks lack a usable prediction; "
+                f"see the backend log {backend.log_path}",
+                file=sys.stderr,
+            )
+        if once:
+            if not problems:
+                print(f"OK: every one of the {len(project.task_ids)} tasks has a non-empty predicted mask.")
+            return 1 if problems else 0
+        print(
+            f"\nOpen {label_studio_server.url}/projects/{project.project_id}/data\n"
+            f"Log in as {DEMO_USERNAME} with password {password}\n"
+            f"(data and credentials are kept in {data_dir}). Press Ctrl-C to stop."
+        )
+        if choice.is_stand_in:
+            print(STAND_IN_BANNER, file=sys.stderr, flush=True)
+        _wait_for_interrupt()
+    return 0
+
+
+def _wait_for_interrupt() -> None:
+    """Block until Ctrl-C."""
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nStopping Label Studio and the backend ...")

@@ -1,0 +1,7 @@
+"""Scoring human-corrected masks against the model's, as the RefCOCO papers do.
+
+`samples` reads an export task into human samples and model predictions; `scoring` compares one
+pair into pixel counts; `metrics` accumulates them (`RefSegMeter`: cIoU, gIoU, Pr@k, N-acc,
+T-acc); `evaluate` runs a whole export through them in parallel; `report` writes report.json,
+samples.csv and report.html. Depends on mlcdseg.labelstudio and mlcdseg.masks, never the reverse.
+"""

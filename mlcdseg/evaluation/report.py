@@ -1,0 +1,284 @@
+"""Evaluation outputs: report.json, samples.csv and a self-contained report.html.
+
+The writers take open text streams; evaluate opens them with mlcdseg.atomic_files, so a failed
+run leaves no partial file and keeps the previous outputs. The HTML page has no external
+assets: inline CSS, SVG plots drawn here and overlay pictures as PNG data URIs.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from mlcdseg.errors import MlcdsegError
+from mlcdseg.evaluation.metrics import FRACTION_KEYS, PRECISION_THRESHOLDS
+
+if TYPE_CHECKING:
+    from mlcdseg.evaluation.scoring import ComparedSample
+
+SAMPLE_COLUMNS = (
+    "task_id", "expression", "split", "model_version", "annotator",
+    "intersection", "union", "iou", "human_area", "model_area",
+)
+#: Overlay colours: both masks, human only (missed by the model), model only (extra).
+BOTH_COLOUR, HUMAN_ONLY_COLOUR, MODEL_ONLY_COLOUR = (250, 204, 21), (37, 99, 235), (220, 38, 38)
+ImageLoader = Callable[[str], Image.Image]
+#: Margins of every plot in px (left: y ticks, right: the legend, top, bottom: x ticks and title).
+_PLOT_MARGINS = (44, 150, 12, 36)
+PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563")
+
+
+class SampleCsvWriter:
+    """samples.csv written row by row, with a header of SAMPLE_COLUMNS."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._writer = csv.DictWriter(stream, fieldnames=SAMPLE_COLUMNS, extrasaction="ignore")
+        self._writer.writeheader()
+
+    def write_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Append sample rows (dicts keyed by SAMPLE_COLUMNS; None is written as an empty cell)."""
+        self._writer.writerows(rows)
+
+
+def write_json(stream: IO[str], content: Mapping[str, Any]) -> None:
+    """Write `content` as indented JSON followed by a newline."""
+    json.dump(content, stream, indent=2, ensure_ascii=False)
+    stream.write("\n")
+
+
+def overlay_data_uri(
+    human_mask: np.ndarray, model_mask: np.ndarray, image: Image.Image | None, max_side: int = 320
+) -> str:
+    """A PNG data URI of both bool (H, W) masks, over the image when given, at most max_side px.
+
+    Colours: BOTH_COLOUR where the masks agree, HUMAN_ONLY_COLOUR where only the human mask is,
+    MODEL_ONLY_COLOUR where only the model mask is.
+    """
+    height, width = human_mask.shape
+    scale = min(1.0, max_side / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    labels = human_mask.astype(np.uint8) + 2 * model_mask.astype(np.uint8)
+    labels = np.asarray(Image.fromarray(labels, mode="L").resize(size, Image.Resampling.NEAREST))
+    if image is None:
+        base = np.full((size[1], size[0], 3), 40, dtype=np.float32)
+    else:
+        base = np.asarray(image.convert("RGB").resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    picture = base * 0.6
+    for label, colour in ((1, HUMAN_ONLY_COLOUR), (2, MODEL_ONLY_COLOUR), (3, BOTH_COLOUR)):
+        where = labels == label
+        picture[where] = base[where] * 0.35 + np.array(colour, dtype=np.float32) * 0.65
+    buffer = io.BytesIO()
+    Image.fromarray(np.rint(picture).astype(np.uint8), mode="RGB").save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@dataclass(frozen=True)
+class WorstTaskView:
+    """One of the worst samples as the page shows it: its CSV row, overlay picture and a note."""
+
+    row: Mapping[str, Any]
+    picture: str
+    note: str | None
+
+
+def worst_task_views(cases: Sequence[ComparedSample], load_image: ImageLoader | None) -> list[WorstTaskView]:
+    """Overlay pictures of the worst samples, over their task image when it can be loaded."""
+    views = []
+    for case in cases:
+        human_mask, model_mask = case.masks()
+        image, note = None, "image not reachable: the task has no image reference"
+        if case.sample.image and load_image is None:
+            note = "image not reachable: no image loader was given"
+        elif case.sample.image:
+            try:
+                image, note = load_image(case.sample.image), None
+            except MlcdsegError as error:
+                note = f"image not reachable: {error}"
+        if image is not None and image.size != human_mask.shape[::-1]:
+            image, note = None, f"image is {image.width}x{image.height} but the masks are {human_mask.shape[1]}x{human_mask.shape[0]}"
+        views.append(WorstTaskView(case.sample.row(), overlay_data_uri(human_mask, model_mask, image), note))
+    return views
+
+
+def percent(value: float | None) -> str:
+    """A fraction as a percentage with one decimal; an en dash for None."""
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _text(value: Any) -> str:
+    """HTML-escaped text of any value; an en dash for None."""
+    return "–" if value is None else html.escape(str(value))
+
+
+def _svg_frame(width: int, height: int, title: str, body: Sequence[str]) -> str:
+    """An inline SVG element with an accessible title."""
+    return (
+        f'<svg width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img"><title>{html.escape(title)}</title>' + "".join(body) + "</svg>"
+    )
+
+
+def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
+    """Colour swatches with the series names, one per line from (x, y)."""
+    items = []
+    for index, name in enumerate(names):
+        top = y + 16 * index
+        items.append(f'<rect x="{x}" y="{top}" width="10" height="10" fill="{PALETTE[index % len(PALETTE)]}"/>')
+        items.append(f'<text x="{x + 14}" y="{top + 9}" class="tick">{html.escape(name)}</text>')
+    return items
+
+
+def svg_histogram(counts: Mapping[str, Sequence[int]], width: int = 520, height: int = 260) -> str:
+    """Grouped bar chart of per-sample IoU counts in equal bins over [0, 1], one series per version."""
+    left, right, top, bottom = _PLOT_MARGINS
+    plot_width, plot_height = width - left - right, height - top - bottom
+    bins = len(next(iter(counts.values()), [0] * 10))
+    tallest = max((max(series) for series in counts.values()), default=0) or 1
+    body = [f'<line x1="{left}" y1="{top + plot_height}" x2="{left + plot_width}" y2="{top + plot_height}" class="axis"/>']
+    slot = plot_width / bins
+    bar = slot * 0.8 / max(1, len(counts))
+    for series_index, series in enumerate(counts.values()):
+        for bin_index, count in enumerate(series):
+            bar_height = plot_height * count / tallest
+            x = left + bin_index * slot + slot * 0.1 + series_index * bar
+            body.append(
+                f'<rect x="{x:.1f}" y="{top + plot_height - bar_height:.1f}" width="{bar:.1f}" '
+                f'height="{bar_height:.1f}" fill="{PALETTE[series_index % len(PALETTE)]}"><title>{count}</title></rect>'
+            )
+    for bin_index in range(0, bins + 1, max(1, bins // 5)):
+        x = left + bin_index * slot
+        body.append(f'<text x="{x:.1f}" y="{height - 18}" class="tick" text-anchor="middle">{bin_index / bins:.1f}</text>')
+    for tick in sorted({0, tallest // 2, tallest}):  # whole counts only, each once
+        y = top + plot_height * (1 - tick / tallest)
+        body.append(f'<text x="{left - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{tick}</text>')
+    body.append(f'<text x="{left + plot_width / 2}" y="{height - 2}" class="tick" text-anchor="middle">IoU</text>')
+    body += _legend(list(counts), left + plot_width + 12, top)
+    return _svg_frame(width, height, "Histogram of per-sample IoU", body)
+
+
+def svg_precision_curve(metrics_by_version: Mapping[str, Mapping[str, Any]], width: int = 520, height: int = 260) -> str:
+    """Precision@k for k in PRECISION_THRESHOLDS, one line per model version, in percent."""
+    left, right, top, bottom = _PLOT_MARGINS
+    plot_width, plot_height = width - left - right, height - top - bottom
+    low, high = PRECISION_THRESHOLDS[0], PRECISION_THRESHOLDS[-1]
+    body = [f'<rect x="{left}" y="{top}" width="{plot_width}" height="{plot_height}" class="frame"/>']
+    for value in (0, 25, 50, 75, 100):
+        y = top + plot_height * (1 - value / 100)
+        body.append(f'<line x1="{left}" y1="{y}" x2="{left + plot_width}" y2="{y}" class="grid"/>')
+        body.append(f'<text x="{left - 6}" y="{y + 4}" class="tick" text-anchor="end">{value}%</text>')
+    for threshold in PRECISION_THRESHOLDS:
+        x = left + plot_width * (threshold - low) / (high - low)
+        body.append(f'<text x="{x:.1f}" y="{height - 18}" class="tick" text-anchor="middle">{threshold}</text>')
+    body.append(f'<text x="{left + plot_width / 2}" y="{height - 2}" class="tick" text-anchor="middle">IoU threshold k</text>')
+    for index, metrics in enumerate(metrics_by_version.values()):
+        colour = PALETTE[index % len(PALETTE)]
+        points = []
+        for threshold in PRECISION_THRESHOLDS:
+            value = metrics.get(f"precision@{threshold}")
+            if value is not None:
+                x = left + plot_width * (threshold - low) / (high - low)
+                points.append((x, top + plot_height * (1 - value)))
+        body.append(f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in points)}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        body += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in points]
+    body += _legend(list(metrics_by_version), left + plot_width + 12, top)
+    return _svg_frame(width, height, "Precision at IoU threshold k", body)
+
+
+def refcoco_table(by_version_and_split: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """RefCOCO-style table: rows are model versions, columns split x (cIoU, gIoU) in percent."""
+    splits = ["all"] + sorted({s for columns in by_version_and_split.values() for s in columns} - {"all"})
+    head = "".join(f'<th colspan="2">{_text(split)}</th>' for split in splits)
+    sub = "<th>cIoU</th><th>gIoU</th>" * len(splits)
+    rows = []
+    for version, columns in by_version_and_split.items():
+        cells = "".join(
+            f"<td>{percent(columns.get(split, {}).get('cIoU'))}</td><td>{percent(columns.get(split, {}).get('gIoU'))}</td>"
+            for split in splits
+        )
+        rows.append(f"<tr><th>{_text(version)}</th>{cells}</tr>")
+    return (
+        f'<table class="refcoco"><thead><tr><th rowspan="2">model version</th>{head}</tr><tr>{sub}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def metrics_table(groups: Mapping[str, Mapping[str, Any]], label: str) -> str:
+    """Every metric (percent) and the sample counts of each group, one row per group."""
+    head = "".join(f"<th>{html.escape(name.replace('precision@', 'Pr@'))}</th>" for name in FRACTION_KEYS)
+    rows = "".join(
+        f"<tr><th>{_text(group)}</th>{''.join(f'<td>{percent(metrics.get(name))}</td>' for name in FRACTION_KEYS)}"
+        f"<td>{metrics.get('samples')}</td><td>{metrics.get('no_target_samples')}</td></tr>"
+        for group, metrics in groups.items()
+    )
+    return (
+        f"<table><thead><tr><th>{html.escape(label)}</th>{head}<th>samples</th><th>no-target</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
+def _worst_card(view: WorstTaskView) -> str:
+    """One figure of the worst-samples grid."""
+    row = view.row
+    note = f'<p class="note">{html.escape(view.note)}</p>' if view.note else ""
+    return (
+        f'<figure><img src="{view.picture}" alt="overlay of task {_text(row.get("task_id"))}">'
+        f"<figcaption><b>task {_text(row.get('task_id'))}</b> · IoU {float(row.get('iou', 0)):.3f}<br>"
+        f"“{_text(row.get('expression'))}”<br>model {_text(row.get('model_version'))} · annotator {_text(row.get('annotator'))}<br>"
+        f"human {row.get('human_area')} px · model {row.get('model_area')} px{note}</figcaption></figure>"
+    )
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#111827;max-width:1200px}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px}
+table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #d1d5db;padding:4px 8px;text-align:right}
+thead th,tbody th{background:#f3f4f6;text-align:center}tbody th{text-align:left}
+.plots{display:flex;flex-wrap:wrap;gap:24px}.axis,.frame{stroke:#6b7280;fill:none}.grid{stroke:#e5e7eb}
+.tick{font-size:11px;fill:#374151}.grid-worst{display:flex;flex-wrap:wrap;gap:14px}
+figure{margin:0;width:320px}figure img{max-width:320px;border:1px solid #d1d5db}
+figcaption{font-size:12px}.note{color:#b45309;margin:2px 0}.muted{color:#6b7280}
+.key span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
+"""
+
+
+def render_html(content: Mapping[str, Any], worst: Sequence[WorstTaskView], max_skipped: int = 200) -> str:
+    """The self-contained report page for a report.json `content` and its worst samples."""
+    source = content["source"]
+    skipped = content["skipped"]
+    colour_key = "".join(
+        f'<span style="background:rgb{colour}"></span>{label}'
+        for colour, label in ((BOTH_COLOUR, "both"), (HUMAN_ONLY_COLOUR, "human only"), (MODEL_ONLY_COLOUR, "model only"))
+    )
+    skipped_items = "".join(f"<li>task {_text(s['task_id'])}: {_text(s['reason'])}</li>" for s in skipped[:max_skipped])
+    more = f"<p class='muted'>… and {len(skipped) - max_skipped} more (see report.json)</p>" if len(skipped) > max_skipped else ""
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>mlcdseg evaluation</title>",
+        f"<style>{_CSS}</style></head><body><h1>mlcdseg evaluation: human masks vs model pre-annotations</h1>",
+        (
+            f"<p class='muted'>source {_text(source.get('path'))} · {source['tasks']} tasks · "
+            f"{source['samples']} samples · {source['skipped']} skipped · "
+            f"annotation: {_text(source.get('annotation'))}</p>"
+        ),
+        "<h2>RefCOCO table (%)</h2>", refcoco_table(content["by_model_version_and_split"]),
+        "<h2>All metrics by model version (%)</h2>", metrics_table(content["by_model_version"], "model version"),
+        "<h2>Overall (%)</h2>", metrics_table({"all samples": content["overall"]}, ""),
+        *(f"<h2>By {label} (%)</h2>" + metrics_table(content[key], label)
+          for key, label in (("by_split", "split"), ("by_annotator", "annotator")) if content[key]),
+        "<h2>Plots</h2><div class='plots'>",
+        svg_histogram(content["iou_histogram"]["counts"] or {"none": [0] * content["iou_histogram"]["bins"]}),
+        svg_precision_curve(content["by_model_version"]), "</div>",
+        f"<h2>Worst samples</h2><p class='key'>{colour_key}</p><div class='grid-worst'>",
+        "".join(_worst_card(view) for view in worst) or "<p class='muted'>no samples</p>", "</div>",
+        f"<h2>Skipped ({len(skipped)})</h2><ul>{skipped_items}</ul>{more}",
+        "</body></html>",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,396 @@
+"""Fetch task images the way Label Studio shows them: relative URLs from Label Studio with its API
+key, absolute URLs only from hosts we trust, within size, pixel and time limits.
+
+The fetcher is the one place the backend reaches out to the network, so it is also where server-side
+request forgery is stopped: no file:// or other schemes, no hosts beyond Label Studio and an
+allow-list, and never a link-local or cloud metadata address, whatever the allow-list says.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.cookiejar
+import ipaddress
+import json
+import logging
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from PIL import Image
+
+from mlcdseg.errors import ImageDecodeError, ImageFetchError
+from mlcdseg.masks.images import load_image
+from mlcdseg.urls import origin
+
+logger = logging.getLogger(__name__)
+
+CLOUD_SCHEMES = ("s3", "gs", "gcs", "azure-blob", "azure")
+#: Cloud instance metadata services outside 169.254.0.0/16 (that whole block is refused anyway).
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(address) for address in ("fd00:ec2::254", "100.100.100.200", "192.0.0.192")
+)
+MAX_REDIRECTS = 5
+TOKEN_REFRESH_PATH = "/api/token/refresh/"
+_CHUNK_BYTES = 64 * 1024
+_TOKEN_EXPIRY_MARGIN_S = 30.0
+_NOT_IMAGE_TYPES = ("text/", "application/json", "application/xml", "application/xhtml")
+
+Resolver = Callable[[str, int], Iterable[str]]
+
+
+def resolve_addresses(host: str, port: int) -> list[str]:
+    """Every IP address `host` resolves to (IPv4 and IPv6), as strings."""
+    return [info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)]
+
+
+def is_forbidden_address(address: str) -> bool:
+    """True for link-local (169.254/16, fe80::/10) and cloud metadata addresses."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_link_local or ip in METADATA_ADDRESSES
+
+
+def _sendable_url(shown_url: str, url: str) -> str:
+    """`url` exactly as requests sends it (quoted, IDNA host); ImageFetchError when malformed."""
+    try:
+        return requests.Request("GET", url).prepare().url
+    except (requests.RequestException, ValueError) as error:
+        raise ImageFetchError(f"image {shown_url}: {url!r} is not a valid URL: {error}") from None
+
+
+def _jwt_claims(token: str) -> dict | None:
+    """The (unverified) payload of a JSON Web Token, or None when `token` is not JWT-shaped."""
+    segments = token.split(".")
+    if len(segments) != 3:
+        return None
+    try:
+        header, payload = (
+            json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+            for segment in segments[:2]
+        )
+    except ValueError:
+        return None
+    if not isinstance(header, dict) or "alg" not in header or not isinstance(payload, dict):
+        return None
+    return payload
+
+
+class _LabelStudioAuth:
+    """The Authorization header for Label Studio: a legacy `Token`, or a `Bearer` access token
+    obtained from a personal access token (a refresh JWT) and renewed when it expires or is refused.
+    """
+
+    def __init__(
+        self, base_url: str, api_key: str, session: requests.Session, timeout: float
+    ) -> None:
+        self._base_url = base_url
+        self._api_key = api_key
+        self._session = session
+        self._timeout = timeout
+        self.uses_refresh = _jwt_claims(api_key) is not None
+        self._access_token: str | None = None
+        self._access_expires_at = 0.0
+        self._lock = threading.Lock()
+
+    def header(self) -> dict[str, str]:
+        """The header to send with a request to Label Studio."""
+        if not self.uses_refresh:
+            return {"Authorization": f"Token {self._api_key}"}
+        with self._lock:
+            if self._access_token is None or time.time() >= self._access_expires_at:
+                self._refresh()
+            return {"Authorization": f"Bearer {self._access_token}"}
+
+    def forget_access_token(self) -> None:
+        """Drop the cached access token, e.g. after Label Studio answered 401."""
+        with self._lock:
+            self._access_token = None
+
+    def _refresh(self) -> None:
+        """Exchange the personal access token for a fresh access token."""
+        url = self._base_url + TOKEN_REFRESH_PATH
+        try:
+            response = self._session.post(
+                url, json={"refresh": self._api_key}, timeout=self._timeout
+            )
+        except requests.RequestException as error:
+            raise ImageFetchError(
+                f"cannot refresh the Label Studio access token at {url}: {error}"
+            ) from error
+        try:
+            body = response.json() if response.ok else None
+        except ValueError:
+            body = None
+        access = body.get("access") if isinstance(body, dict) else None
+        if not isinstance(access, str):
+            raise ImageFetchError(
+                f"Label Studio refused the personal access token at {url} (HTTP {response.status_code}); "
+                "check LABEL_STUDIO_API_KEY"
+            )
+        expiry = (_jwt_claims(access) or {}).get("exp")
+        self._access_token = access
+        self._access_expires_at = (
+            float(expiry) - _TOKEN_EXPIRY_MARGIN_S
+            if isinstance(expiry, (int, float))
+            else float("inf")
+        )
+        logger.debug("refreshed the Label Studio access token")
+
+
+class ImageFetcher:
+    """Downloads and decodes task images; thread-safe, with a small LRU cache of decoded images.
+
+    `fetch(url)` returns an RGB PIL image with EXIF orientation applied. Cached images are shared
+    between callers: treat them as read-only.
+    """
+
+    def __init__(
+        self,
+        label_studio_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        allowed_hosts: Iterable[str] = (),
+        max_bytes: int = 50 * 1024 * 1024,
+        max_pixels: int = 64_000_000,
+        timeout: float = 30.0,
+        cache_size: int = 8,
+        session: requests.Session | None = None,
+        resolver: Resolver = resolve_addresses,
+    ) -> None:
+        self._label_studio_url = label_studio_url.rstrip("/") if label_studio_url else None
+        self._allowed_hosts = frozenset(host.lower() for host in allowed_hosts)
+        self._max_bytes = max_bytes
+        self._max_pixels = max_pixels
+        self._timeout = timeout
+        self._resolver = resolver
+        self._session = session or requests.Session()
+        # Cookies would carry one task's session state into the next request: keep none.
+        self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        self._auth = (
+            _LabelStudioAuth(self._label_studio_url, api_key, self._session, timeout)
+            if self._label_studio_url and api_key
+            else None
+        )
+        self._cache: OrderedDict[str, Image.Image] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+
+    def fetch(self, url: str) -> Image.Image:
+        """The decoded image at a task URL; ImageFetchError naming the URL and the reason."""
+        cached = self._cached(url)
+        if cached is not None:
+            return cached
+        absolute_url = self._absolute_url(url)
+        data, content_type = self._download(url, absolute_url)
+        image = self._decode(url, data, content_type)
+        self._remember(url, image)
+        return image
+
+    def cache_info(self) -> dict[str, int]:
+        """Cache counters: hits, misses, size (images held) and capacity."""
+        with self._cache_lock:
+            return {
+                "hits": self._hits,
+                "misses": self._misses,
+                "size": len(self._cache),
+                "capacity": self._cache_size,
+            }
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._session.close()
+
+    def _cached(self, url: str) -> Image.Image | None:
+        with self._cache_lock:
+            image = self._cache.get(url)
+            if image is None:
+                self._misses += 1
+                return None
+            self._cache.move_to_end(url)
+            self._hits += 1
+            return image
+
+    def _remember(self, url: str, image: Image.Image) -> None:
+        if self._cache_size == 0:
+            return
+        with self._cache_lock:
+            self._cache[url] = image
+            self._cache.move_to_end(url)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _absolute_url(self, url: str) -> str:
+        """The http(s) URL to download a task URL from; refuses cloud, file and other schemes."""
+        try:
+            scheme = urlsplit(url).scheme.lower()
+        except ValueError as error:  # e.g. an unclosed IPv6 bracket
+            raise ImageFetchError(f"image {url}: not a valid URL: {error}") from None
+        if scheme in CLOUD_SCHEMES:
+            raise ImageFetchError(
+                f"image {url}: {scheme}:// storage URLs cannot be fetched by the backend; enable "
+                '"Use pre-signed URLs" (or proxy mode) in the Label Studio cloud storage settings'
+            )
+        if scheme in ("http", "https"):
+            return url
+        if scheme:
+            raise ImageFetchError(
+                f"image {url}: the {scheme}:// scheme is refused; only http(s) URLs are fetched"
+            )
+        if not url.startswith("/"):
+            raise ImageFetchError(
+                f"image {url}: not a URL; expected http(s)://… or a Label Studio path like /data/upload/…"
+            )
+        if self._label_studio_url is None:
+            raise ImageFetchError(
+                f"image {url}: a Label Studio path needs LABEL_STUDIO_URL to be set"
+            )
+        return self._label_studio_url + url
+
+    def _is_label_studio(self, url: str) -> bool:
+        return self._label_studio_url is not None and origin(url) == origin(
+            self._label_studio_url
+        )
+
+    def _check_target(self, url: str, shown_url: str, *, redirected_by_label_studio: bool) -> None:
+        """Refuse a URL whose host is not trusted or resolves to a forbidden address."""
+        try:
+            scheme, host, port = origin(url)
+        except ValueError as error:
+            raise ImageFetchError(
+                f"image {shown_url}: {url!r} is not a valid URL: {error}"
+            ) from None
+        if scheme not in ("http", "https") or not host:
+            raise ImageFetchError(
+                f"image {shown_url}: refused to follow {url!r}; only http(s) URLs are fetched"
+            )
+        trusted = (
+            self._is_label_studio(url) or host in self._allowed_hosts or redirected_by_label_studio
+        )
+        if not trusted:
+            raise ImageFetchError(
+                f"image {shown_url}: host {host!r} is neither Label Studio nor in MLCDSEG_ALLOWED_HOSTS"
+            )
+        try:
+            addresses = list(self._resolver(host, port))
+        except (OSError, UnicodeError) as error:
+            raise ImageFetchError(
+                f"image {shown_url}: cannot resolve host {host!r}: {error}"
+            ) from error
+        forbidden = [address for address in addresses if is_forbidden_address(address)]
+        if forbidden:
+            raise ImageFetchError(
+                f"image {shown_url}: host {host!r} resolves to {forbidden[0]}, a link-local or cloud "
+                "metadata address; refused"
+            )
+
+    def _download(self, shown_url: str, url: str) -> tuple[bytes, str]:
+        """The body and content type at `url`, following checked redirects, within the limits."""
+        deadline = time.monotonic() + self._timeout
+        redirected_by_label_studio = False
+        retried_auth = False
+        for _ in range(MAX_REDIRECTS + 1):
+            url = _sendable_url(shown_url, url)  # check exactly what will be sent
+            self._check_target(
+                url, shown_url, redirected_by_label_studio=redirected_by_label_studio
+            )
+            response = self._get(shown_url, url, deadline)
+            with response:
+                if (
+                    response.status_code == 401
+                    and self._auth
+                    and self._auth.uses_refresh
+                    and not retried_auth
+                ):
+                    self._auth.forget_access_token()
+                    retried_auth = True
+                    continue
+                if response.is_redirect:
+                    redirected_by_label_studio = self._is_label_studio(url)
+                    location = response.headers["Location"]
+                    try:
+                        url = urljoin(url, location)
+                    except ValueError as error:
+                        raise ImageFetchError(
+                            f"image {shown_url}: {url} redirects to a malformed URL {location!r}: "
+                            f"{error}"
+                        ) from None
+                    continue
+                self._raise_for_status(shown_url, url, response)
+                content_type = (
+                    response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                )
+                if content_type.startswith(_NOT_IMAGE_TYPES):
+                    raise ImageFetchError(
+                        f"image {shown_url}: the server answered with {content_type}, not an image"
+                        + (
+                            " (a login page? check LABEL_STUDIO_API_KEY)"
+                            if "html" in content_type
+                            else ""
+                        )
+                    )
+                return self._read_body(shown_url, response, deadline), content_type
+        raise ImageFetchError(f"image {shown_url}: more than {MAX_REDIRECTS} redirects")
+
+    def _get(self, shown_url: str, url: str, deadline: float) -> requests.Response:
+        headers = self._auth.header() if self._auth and self._is_label_studio(url) else {}
+        remaining = max(deadline - time.monotonic(), 0.001)
+        try:
+            return self._session.get(
+                url, headers=headers, stream=True, timeout=remaining, allow_redirects=False
+            )
+        except requests.Timeout as error:
+            raise ImageFetchError(
+                f"image {shown_url}: no answer within {self._timeout:g} s"
+            ) from error
+        except requests.RequestException as error:
+            raise ImageFetchError(f"image {shown_url}: cannot download {url}: {error}") from error
+
+    def _raise_for_status(self, shown_url: str, url: str, response: requests.Response) -> None:
+        if response.status_code == 200:
+            return
+        hint = ""
+        if response.status_code in (401, 403) and self._is_label_studio(url):
+            hint = "; check LABEL_STUDIO_API_KEY" if self._auth else "; set LABEL_STUDIO_API_KEY"
+        raise ImageFetchError(
+            f"image {shown_url}: {url} answered HTTP {response.status_code} {response.reason}{hint}"
+        )
+
+    def _read_body(self, shown_url: str, response: requests.Response, deadline: float) -> bytes:
+        """The whole body, aborting as soon as it passes the byte limit or the deadline."""
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            raise ImageFetchError(
+                f"image {shown_url}: {int(declared)} bytes is more than MLCDSEG_MAX_IMAGE_BYTES={self._max_bytes}"
+            )
+        body = bytearray()
+        try:
+            for chunk in response.iter_content(chunk_size=_CHUNK_BYTES):
+                body += chunk
+                if len(body) > self._max_bytes:
+                    raise ImageFetchError(
+                        f"image {shown_url}: more than MLCDSEG_MAX_IMAGE_BYTES={self._max_bytes} bytes; download aborted"
+                    )
+                if time.monotonic() > deadline:
+                    raise ImageFetchError(
+                        f"image {shown_url}: download took longer than {self._timeout:g} s; aborted"
+                    )
+        except requests.RequestException as error:
+            raise ImageFetchError(f"image {shown_url}: download broke off: {error}") from error
+        return bytes(body)
+
+    def _decode(self, shown_url: str, data: bytes, content_type: str) -> Image.Image:
+        """Decode to RGB with EXIF applied; the pixel limit is checked from the header first."""
+        try:
+            return load_image(data, max_pixels=self._max_pixels)
+        except ImageDecodeError as error:
+            raise ImageFetchError(
+                f"image {shown_url} (served as {content_type or 'no content type'}): {error}"
+            ) from error
