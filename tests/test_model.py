@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mlcdseg.errors import GpuOutOfMemoryError, ModelLoadError, ModelNotFoundError
+from mlcdseg.errors import ExpressionError, GpuOutOfMemoryError, ModelLoadError, ModelNotFoundError
 from mlcdseg.masks.images import load_image
 from mlcdseg.model.loading import load_model
 from mlcdseg.model.prompts import DEFAULT_PROMPT_TEMPLATE, build_prompt, is_full_prompt
@@ -381,3 +381,23 @@ def test_bad_device_or_dtype_is_a_clear_load_error(stand_in_model_dir, options, 
         pytest.skip("this machine has 8 GPUs")
     with pytest.raises(ModelLoadError, match=message):
         load_model(str(stand_in_model_dir), **options)
+
+
+def test_predict_many_equals_one_predict_per_expression_in_order(stand_in_segmenter):
+    image = _scene()
+    expressions = ["the red square", "something blue", "the green one", "a purple thing"]
+    many = stand_in_segmenter.predict_many(image, expressions)
+    assert [prediction.prompt for prediction in many] == [build_prompt(e) for e in expressions]
+    for expression, prediction in zip(expressions, many):
+        single = stand_in_segmenter.predict(image, expression)
+        assert np.array_equal(prediction.mask, single.mask)
+        assert prediction.has_target == single.has_target
+    assert many[0].mask.any() and not many[3].has_target
+
+
+def test_predict_many_checks_every_expression_before_the_model_runs(stand_in_segmenter, monkeypatch):
+    calls = []
+    monkeypatch.setattr(stand_in_segmenter.model, "seg", lambda *args, **kwargs: calls.append(args))
+    with pytest.raises(ExpressionError):
+        stand_in_segmenter.predict_many(_scene(), ["the red square", "..."])
+    assert calls == []

@@ -9,6 +9,7 @@ meaning "no target".
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,8 @@ def union_of_masks(masks: np.ndarray, height: int, width: int) -> tuple[np.ndarr
 class Segmenter:
     """A loaded MLCD-Seg (or offline stand-in) that turns (image, expression) into a mask.
 
-    `predict` is thread-safe: image decoding runs in parallel, the model call one at a time.
+    `predict` and `predict_many` are thread-safe: image decoding runs in parallel, the model
+    calls one request at a time.
     Attributes: model, tokenizer, model_version, is_stand_in, device, dtype, prompt_template,
     force_seg (the default for predict).
     """
@@ -91,20 +93,40 @@ class Segmenter:
         mask is bool (H, W) at that size. force_seg=None uses the Segmenter's default. Raises
         ImageDecodeError, ExpressionError, GpuOutOfMemoryError (the next call works).
         """
-        rgb_image = load_image(image)
-        prompt = build_prompt(expression, self.prompt_template)
-        masks = self._call_model(rgb_image, prompt, self.force_seg if force_seg is None else force_seg)
-        mask, has_target = union_of_masks(masks, rgb_image.height, rgb_image.width)
-        return Prediction(mask=mask, has_target=has_target, prompt=prompt)
+        return self.predict_many(image, [expression], force_seg=force_seg)[0]
 
-    def _call_model(self, image: Image.Image, prompt: str, force_seg: bool) -> np.ndarray:
-        """Run model.seg under the lock; bool masks (N, H, W) on the CPU."""
+    def predict_many(
+        self, image: ImageSource, expressions: Sequence[str], *, force_seg: bool | None = None
+    ) -> list[Prediction]:
+        """One Prediction per expression, in order, for expressions that share `image`.
+
+        The image is decoded once and every prompt is checked before the model runs (an
+        unusable expression raises ExpressionError and nothing is computed); the model calls run
+        back to back under one hold of the lock. Same errors as predict.
+        """
+        rgb_image = load_image(image)
+        prompts = [build_prompt(expression, self.prompt_template) for expression in expressions]
+        use_force_seg = self.force_seg if force_seg is None else force_seg
+        predictions = []
+        for prompt, masks in zip(prompts, self._call_model(rgb_image, prompts, use_force_seg)):
+            mask, has_target = union_of_masks(masks, rgb_image.height, rgb_image.width)
+            predictions.append(Prediction(mask=mask, has_target=has_target, prompt=prompt))
+        return predictions
+
+    def _call_model(
+        self, image: Image.Image, prompts: Sequence[str], force_seg: bool
+    ) -> list[np.ndarray]:
+        """Run model.seg for each prompt under the lock; bool masks (N, H, W) on the CPU each."""
         import torch
 
         try:
             with self._lock, torch.inference_mode():
-                masks = self.model.seg(image, prompt, self.tokenizer, force_seg=force_seg)
-                return (masks != 0).cpu().numpy()
+                return [
+                    (self.model.seg(image, prompt, self.tokenizer, force_seg=force_seg) != 0)
+                    .cpu()
+                    .numpy()
+                    for prompt in prompts
+                ]
         except torch.cuda.OutOfMemoryError:
             pass  # handled below: leaving the except block first frees the failed call's tensors
         torch.cuda.empty_cache()
