@@ -107,11 +107,11 @@ def test_stand_in_segmenter_says_what_it_is(stand_in_segmenter):
     assert stand_in_segmenter.model_version.startswith("stand-in:stand-in@local-")
     assert stand_in_segmenter.device == "cpu"
     assert stand_in_segmenter.dtype == "float32"
-    assert type(stand_in_segmenter.tokenizer).__name__ == "Qwen2Tokenizer"
-    assert "NOT MLCD-Seg" in repr(stand_in_segmenter.model)
+    assert type(stand_in_segmenter.engine.tokenizer).__name__ == "Qwen2Tokenizer"
+    assert "NOT MLCD-Seg" in repr(stand_in_segmenter.engine.model)
     # The colour tolerance comes from model.safetensors (it starts as NaN when not loaded).
-    assert stand_in_segmenter.model.max_colour_distance.item() == 60.0
-    assert not stand_in_segmenter.model.training
+    assert stand_in_segmenter.engine.model.max_colour_distance.item() == 60.0
+    assert not stand_in_segmenter.engine.model.training
 
 
 def test_stand_in_seg_reads_the_prompt_through_the_tokenizer(stand_in_segmenter):
@@ -122,7 +122,7 @@ def test_stand_in_seg_reads_the_prompt_through_the_tokenizer(stand_in_segmenter)
         def decode(self, ids):
             return "blue"
 
-    masks = stand_in_segmenter.model.seg(_scene(), "the red square", SaysBlue())
+    masks = stand_in_segmenter.engine.model.seg(_scene(), "the red square", SaysBlue())
     assert masks.dtype == torch.uint8 and masks.shape == (1, 32, 48)
     assert np.array_equal(masks[0].numpy().astype(bool), _expected(_scene(), "blue"))
 
@@ -290,7 +290,7 @@ def test_concurrent_predictions_from_eight_threads_are_each_correct(stand_in_seg
 
 def test_out_of_memory_is_reported_and_the_next_prediction_works(stand_in_model_dir, monkeypatch):
     segmenter = load_model(str(stand_in_model_dir), device="cpu")
-    real_seg = segmenter.model.seg
+    real_seg = segmenter.engine.model.seg
     calls = {"seg": 0, "empty_cache": 0}
 
     def seg_that_runs_out_of_memory_once(*arguments, **options):
@@ -299,7 +299,7 @@ def test_out_of_memory_is_reported_and_the_next_prediction_works(stand_in_model_
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_seg(*arguments, **options)
 
-    monkeypatch.setattr(segmenter.model, "seg", seg_that_runs_out_of_memory_once)
+    monkeypatch.setattr(segmenter.engine.model, "seg", seg_that_runs_out_of_memory_once)
     monkeypatch.setattr(
         torch.cuda,
         "empty_cache",
@@ -363,7 +363,7 @@ def test_half_precision_on_cpu_falls_back_to_float32_with_a_warning(stand_in_mod
     with caplog.at_level(logging.WARNING, logger="mlcdseg.model.loading"):
         segmenter = load_model(str(stand_in_model_dir), device="cpu", dtype="bfloat16")
     assert segmenter.dtype == "float32"
-    assert segmenter.model.max_colour_distance.dtype == torch.float32
+    assert segmenter.engine.model.max_colour_distance.dtype == torch.float32
     assert "bfloat16" in caplog.text and "float32" in caplog.text
     assert "OFFLINE STAND-IN" in caplog.text and "NOT MLCD-Seg" in caplog.text
 
@@ -397,7 +397,7 @@ def test_predict_many_equals_one_predict_per_expression_in_order(stand_in_segmen
 
 def test_predict_many_checks_every_expression_before_the_model_runs(stand_in_segmenter, monkeypatch):
     calls = []
-    monkeypatch.setattr(stand_in_segmenter.model, "seg", lambda *args, **kwargs: calls.append(args))
+    monkeypatch.setattr(stand_in_segmenter.engine.model, "seg", lambda *args, **kwargs: calls.append(args))
     with pytest.raises(ExpressionError):
         stand_in_segmenter.predict_many(_scene(), ["the red square", "..."])
     assert calls == []

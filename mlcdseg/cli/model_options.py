@@ -1,9 +1,10 @@
 """The model options every command that loads a model shares: --model, --revision, --device,
---dtype, --prompt-template, --force-seg. Their defaults come from mlcdseg.model.settings.ModelSettings
+--dtype, --prompt-template, --engine, --force-seg. Their defaults come from mlcdseg.model.settings.ModelSettings
 (the environment, read once when the command runs)."""
 
 import argparse
 
+from mlcdseg.model.engines import ENGINE_CHOICES
 from mlcdseg.model.loading import DEFAULT_MODEL, DTYPES
 from mlcdseg.model.prompts import check_prompt_template
 from mlcdseg.model.settings import ModelSettings
@@ -34,6 +35,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "(default: $MLCDSEG_PROMPT_TEMPLATE or the model card's question)",
     )
     parser.add_argument(
+        "--engine",
+        choices=ENGINE_CHOICES,
+        help="native: our engine (each image encoded once, expressions batched); official: the "
+        "model card's remote code, one call per expression; auto: native when it can reproduce "
+        "the checkpoint, else official with a warning (default: $MLCDSEG_ENGINE or auto)",
+    )
+    parser.add_argument(
         "--force-seg",
         action="store_true",
         default=None,
@@ -53,6 +61,7 @@ def model_settings(arguments: argparse.Namespace) -> ModelSettings:
         dtype=arguments.dtype,
         prompt_template=arguments.prompt_template,
         force_seg=arguments.force_seg,
+        engine=arguments.engine,
     )
 
 

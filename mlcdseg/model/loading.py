@@ -15,7 +15,10 @@ from typing import Any
 from mlcdseg.errors import ModelLoadError, ModelNotFoundError, one_line
 from mlcdseg.model.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template
 from mlcdseg.model.segmenter import Segmenter
-from mlcdseg.model.stand_in import STAND_IN_MODEL_TYPE
+from mlcdseg.model.engines import ENGINE_CHOICES, NATIVE, OFFICIAL, NativeEngineAdapter, OfficialEngine
+from mlcdseg.model.hub import in_hub_cache
+from mlcdseg.model.native import NativeEngineRefused, checkpoint_directory, load_native
+from mlcdseg.model.stand_in import STAND_IN_MODEL_TYPE, is_stand_in_directory
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +26,8 @@ DEFAULT_MODEL = "DeepGlint-AI/MLCD-Seg-7B"
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 #: model_version of the offline stand-in starts with this, so it is never mistaken for MLCD-Seg.
 STAND_IN_VERSION_PREFIX = "stand-in:"
+#: model_version of masks made by the native engine ends with this.
+NATIVE_VERSION_SUFFIX = "+native"
 
 # Files up to this size feed their content into a local directory's fingerprint; larger ones
 # (weight shards) only their name and size, so fingerprinting a 17 GB model stays instant.
@@ -36,6 +41,7 @@ def load_model(
     dtype: str = "auto",
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
     force_seg: bool = False,
+    engine: str = "auto",
 ) -> Segmenter:
     """Load MLCD-Seg from a hub id or a local directory (or the offline stand-in) for predict.
 
@@ -43,9 +49,15 @@ def load_model(
     (float16 on CUDA as on the model card, float32 on CPU), "float16", "bfloat16" or "float32";
     half precision asked for on CPU falls back to float32 with a warning. `revision` pins the
     hub commit. A hub model found in the Hugging Face cache (HF_HOME) loads from there without
-    network access; otherwise from_pretrained downloads it. Raises ModelNotFoundError (no such
-    directory, or a hub id that is neither cached nor reachable) and ModelLoadError (the rest).
+    network access; otherwise from_pretrained downloads it. engine: "native" runs our own
+    implementation (mlcdseg.engine: each image encoded once, expressions batched, no remote
+    code), "official" the model card's remote code, "auto" native when it can reproduce the
+    checkpoint, else official with a warning saying why. Raises ModelNotFoundError (no such
+    directory, or a hub id that is neither cached nor reachable) and ModelLoadError (the rest,
+    including engine "native" on a checkpoint it refuses).
     """
+    if engine not in ENGINE_CHOICES:
+        raise ModelLoadError(f"unknown engine {engine!r}: use one of {', '.join(ENGINE_CHOICES)}")
     try:
         check_prompt_template(prompt_template)
     except ValueError as error:
@@ -53,13 +65,18 @@ def load_model(
     location = _locate(model)
     device_name = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device_name)
-    network, tokenizer = _load_network_and_tokenizer(location, revision, torch_dtype, device_name)
-    is_stand_in = getattr(network.config, "model_type", None) == STAND_IN_MODEL_TYPE
     dtype_name = str(torch_dtype).removeprefix("torch.")
+    native = _native_engine(location, revision, torch_dtype, device_name, engine)
+    if native is not None:
+        segment_engine, commit, is_stand_in = native
+    else:
+        network, tokenizer = _load_network_and_tokenizer(location, revision, torch_dtype, device_name)
+        segment_engine = OfficialEngine(network, tokenizer)
+        commit = getattr(network.config, "_commit_hash", None)
+        is_stand_in = getattr(network.config, "model_type", None) == STAND_IN_MODEL_TYPE
     segmenter = Segmenter(
-        network,
-        tokenizer,
-        model_version=_model_version(location, revision, network.config, is_stand_in),
+        segment_engine,
+        model_version=_model_version(location, revision, commit, is_stand_in, segment_engine.name),
         device=device_name,
         dtype=dtype_name,
         is_stand_in=is_stand_in,
@@ -159,7 +176,7 @@ def _load_network_and_tokenizer(
     # A hub model already in the local cache loads from there without touching the network:
     # no slow retries when the hub is unreachable, and no remote code changing under a server.
     # `huggingface-cli download` updates it.
-    cached = not location.is_local and _in_hub_cache(location.reference, revision)
+    cached = not location.is_local and in_hub_cache(location.reference, revision)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             location.reference, revision=revision, use_fast=False, local_files_only=cached
@@ -195,33 +212,71 @@ def _load_network_and_tokenizer(
 def available_offline(model: str, revision: str | None = None) -> bool:
     """True when `model` loads without the network: a local directory, or a hub id whose files
     the Hugging Face cache holds at `revision` (None: main)."""
-    return Path(model).expanduser().is_dir() or _in_hub_cache(model, revision)
+    return Path(model).expanduser().is_dir() or in_hub_cache(model, revision)
 
 
-def _in_hub_cache(repo_id: str, revision: str | None) -> bool:
-    """Whether the Hugging Face cache holds config.json of `repo_id` at `revision` (None: main)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+def _native_engine(
+    location: _ModelLocation, revision: str | None, torch_dtype: Any, device: str, engine: str
+) -> tuple[NativeEngineAdapter, str | None, bool] | None:
+    """(native engine, resolved commit, False) when `engine` asks for it and it can load the
+    checkpoint; None for the official path. Engine "native" on a refused checkpoint (or the
+    stand-in) is a ModelLoadError; "auto" logs the reason as a warning and falls back."""
+    if engine == OFFICIAL:
+        return None
+    try:
+        directory = checkpoint_directory(location.reference, revision, location.is_local)
+    except ModelNotFoundError:
+        if engine == NATIVE:
+            raise
+        return None  # the official path reports it in its own words
+    if is_stand_in_directory(directory):
+        if engine == NATIVE:
+            raise ModelLoadError(
+                f"{location.name} is the offline stand-in, which only the official path runs; "
+                "use --engine official (or auto)"
+            )
+        return None
+    try:
+        adapter = load_native(directory, device, torch_dtype)
+    except NativeEngineRefused as refusal:
+        if engine == NATIVE:
+            raise ModelLoadError(
+                f"the native engine cannot load {location.name}: {refusal}; use --engine official "
+                "(or auto) to run the model card's remote code"
+            ) from refusal
+        logger.warning(
+            "the native engine cannot load %s (%s): falling back to the official seg() path, "
+            "one full model call per expression",
+            location.name,
+            refusal,
+        )
+        return None
+    commit = None if location.is_local else directory.name
+    return adapter, commit, False
 
 
 def _model_version(
-    location: _ModelLocation, revision: str | None, config: Any, is_stand_in: bool
+    location: _ModelLocation,
+    revision: str | None,
+    commit: str | None,
+    is_stand_in: bool,
+    engine_name: str = OFFICIAL,
 ) -> str:
-    """The model version "<hub id or directory name>@<revision>" (stand-in: with "stand-in:").
+    """The model version "<hub id or directory name>@<revision>" (stand-in: with "stand-in:"),
+    with "+native" when the native engine produced the masks.
 
     A hub model: the resolved commit (a branch or tag name is not a version), else the revision
     asked for. A local directory: the revision asked for, else the commit of a hub cache
     snapshot, else "local-" and a fingerprint of the directory's files.
     """
-    commit = getattr(config, "_commit_hash", None)
     if location.is_local:
         fingerprint = f"local-{_directory_fingerprint(Path(location.reference))}"
         resolved = revision or commit or fingerprint
     else:
         resolved = commit or revision or "unresolved"
     prefix = STAND_IN_VERSION_PREFIX if is_stand_in else ""
-    return f"{prefix}{location.name}@{resolved}"
+    suffix = NATIVE_VERSION_SUFFIX if engine_name == NATIVE else ""
+    return f"{prefix}{location.name}@{resolved}{suffix}"
 
 
 def _directory_fingerprint(directory: Path) -> str:

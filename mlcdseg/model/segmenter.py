@@ -11,13 +11,13 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from mlcdseg.errors import GpuOutOfMemoryError
 from mlcdseg.masks.images import ImageSource, load_image
+from mlcdseg.model.engines import SegmentationEngine
 from mlcdseg.model.prompts import DEFAULT_PROMPT_TEMPLATE, build_prompt, check_prompt_template
 
 logger = logging.getLogger(__name__)
@@ -54,15 +54,14 @@ class Segmenter:
     """A loaded MLCD-Seg (or offline stand-in) that turns (image, expression) into a mask.
 
     `predict` and `predict_many` are thread-safe: image decoding runs in parallel, the model
-    calls one request at a time.
-    Attributes: model, tokenizer, model_version, is_stand_in, device, dtype, prompt_template,
-    force_seg (the default for predict).
+    calls one request at a time. Attributes: engine (mlcdseg.model.engines: official or
+    native), model_version, is_stand_in, device, dtype, prompt_template, force_seg (the
+    default for predict).
     """
 
     def __init__(
         self,
-        model: Any,
-        tokenizer: Any,
+        engine: SegmentationEngine,
         *,
         model_version: str,
         device: str,
@@ -71,8 +70,7 @@ class Segmenter:
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
         force_seg: bool = False,
     ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
+        self.engine = engine
         self.model_version = model_version
         self.device = device
         self.dtype = dtype
@@ -82,7 +80,10 @@ class Segmenter:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Segmenter({self.model_version!r}, device={self.device!r}, dtype={self.dtype!r})"
+        return (
+            f"Segmenter({self.model_version!r}, engine={self.engine.name!r}, "
+            f"device={self.device!r}, dtype={self.dtype!r})"
+        )
 
     def predict(
         self, image: ImageSource, expression: str, *, force_seg: bool | None = None
@@ -116,17 +117,12 @@ class Segmenter:
     def _call_model(
         self, image: Image.Image, prompts: Sequence[str], force_seg: bool
     ) -> list[np.ndarray]:
-        """Run model.seg for each prompt under the lock; bool masks (N, H, W) on the CPU each."""
+        """Run the engine on the prompts under the lock; bool masks (N, H, W) on the CPU each."""
         import torch
 
         try:
-            with self._lock, torch.inference_mode():
-                return [
-                    (self.model.seg(image, prompt, self.tokenizer, force_seg=force_seg) != 0)
-                    .cpu()
-                    .numpy()
-                    for prompt in prompts
-                ]
+            with self._lock:
+                return self.engine.segment_many(image, prompts, force_seg)
         except torch.cuda.OutOfMemoryError:
             pass  # handled below: leaving the except block first frees the failed call's tensors
         torch.cuda.empty_cache()

@@ -2,7 +2,8 @@
 CLI and demo.
 
 `ModelSettings` holds what decides which model answers and how (MLCDSEG_MODEL, MODEL_DIR,
-MLCDSEG_REVISION, MLCDSEG_DEVICE, MLCDSEG_DTYPE, MLCDSEG_PROMPT_TEMPLATE, MLCDSEG_FORCE_SEG).
+MLCDSEG_REVISION, MLCDSEG_DEVICE, MLCDSEG_DTYPE, MLCDSEG_PROMPT_TEMPLATE, MLCDSEG_FORCE_SEG,
+MLCDSEG_ENGINE).
 The backend's own settings extend it; the CLI takes its option defaults from it; the demo asks
 it which model the backend would load. `EnvironmentReader` gives typed access to variables
 with messages that name them.
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mlcdseg.errors import MlcdsegError
+from mlcdseg.model.engines import ENGINE_CHOICES
 from mlcdseg.model.loading import DEFAULT_MODEL, DTYPES, load_model
 from mlcdseg.model.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template
 from mlcdseg.model.segmenter import Segmenter
@@ -43,11 +45,16 @@ class ModelSettings:
     dtype: str = "auto"  # MLCDSEG_DTYPE
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE  # MLCDSEG_PROMPT_TEMPLATE
     force_seg: bool = False  # MLCDSEG_FORCE_SEG: always answer with a mask
+    engine: str = "auto"  # MLCDSEG_ENGINE: auto, native (mlcdseg.engine) or official (model.seg)
 
     def __post_init__(self) -> None:
         """Validate every field, so that `dataclasses.replace` validates too."""
         if self.dtype not in DTYPES:
             raise SettingsError(f"MLCDSEG_DTYPE={self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.engine not in ENGINE_CHOICES:
+            raise SettingsError(
+                f"MLCDSEG_ENGINE={self.engine!r} is not one of {', '.join(ENGINE_CHOICES)}"
+            )
         if not self.model:
             raise SettingsError("MLCDSEG_MODEL is empty; give a hub id or a model directory")
         if self.model_dir is not None and not Path(self.model_dir).expanduser().is_dir():
@@ -75,6 +82,7 @@ class ModelSettings:
             dtype=self.dtype,
             prompt_template=self.prompt_template,
             force_seg=self.force_seg,
+            engine=self.engine,
         )
 
     def with_overrides(self: _Settings, **changes: object) -> _Settings:
@@ -95,6 +103,7 @@ class ModelSettings:
             "dtype": (reader.text("MLCDSEG_DTYPE") or defaults.dtype).lower(),
             "prompt_template": reader.text("MLCDSEG_PROMPT_TEMPLATE") or defaults.prompt_template,
             "force_seg": reader.boolean("MLCDSEG_FORCE_SEG", defaults.force_seg),
+            "engine": (reader.text("MLCDSEG_ENGINE") or defaults.engine).lower(),
         }
 
     @classmethod

@@ -1,0 +1,57 @@
+"""Loading a checkpoint into the native engine (mlcdseg.engine), or saying why it cannot.
+
+The native engine reads the checkpoint's config.json and safetensors itself (no remote code)
+and refuses any checkpoint it cannot reproduce exactly: an unknown tower, projector or merge
+type, or tensors that do not fill its parameters one to one. load_model then falls back to the
+official path (engine "auto") or stops (engine "native").
+"""
+
+from pathlib import Path
+from typing import Any
+
+from mlcdseg.errors import MlcdsegError, ModelNotFoundError, one_line
+from mlcdseg.model.engines import NativeEngineAdapter
+from mlcdseg.model.hub import in_hub_cache
+
+#: The checkpoint files the native engine reads from a hub snapshot.
+_NATIVE_FILES = ("*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken")
+
+
+class NativeEngineRefused(MlcdsegError):
+    """The native engine cannot reproduce this checkpoint; the message says why."""
+
+
+def checkpoint_directory(reference: str, revision: str | None, is_local: bool) -> Path:
+    """The local directory holding the checkpoint: `reference` itself, or its hub snapshot.
+
+    A hub id is taken from the Hugging Face cache when it is there, else downloaded (the
+    checkpoint files only). ModelNotFoundError when neither works.
+    """
+    if is_local:
+        return Path(reference)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(
+            snapshot_download(
+                reference,
+                revision=revision,
+                allow_patterns=list(_NATIVE_FILES),
+                local_files_only=in_hub_cache(reference, revision),
+            )
+        )
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
+        raise ModelNotFoundError(
+            f"cannot get model {reference!r} from the Hugging Face cache or hub: {one_line(error)}"
+        ) from error
+
+
+def load_native(directory: Path, device: str, torch_dtype: Any) -> NativeEngineAdapter:
+    """The native engine over the checkpoint in `directory`; NativeEngineRefused when it can't be."""
+    from mlcdseg.engine import EngineError, load_native_engine
+
+    try:
+        return NativeEngineAdapter(load_native_engine(directory, device=device, dtype=torch_dtype))
+    except (EngineError, OSError, ValueError) as error:
+        raise NativeEngineRefused(one_line(error)) from error
