@@ -1,0 +1,267 @@
+"""The native engine: encode an image once, then segment many expressions against it.
+
+`encode_image` pays for the vision tower, the SAM image encoder and the LLM prefill of the
+prompt prefix (system turn, user opening, image tokens); `segment` runs one batched prefill of
+the expressions' suffixes on that key/value cache, then SAM's prompt encoder and mask decoder.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import load_weights
+from .config import read_engine_config, read_safetensors_shapes
+from .errors import CheckpointMismatchError
+from .image_cache import LruCache, image_key
+from .llm import KvCache
+from .network import MlcdSegNetwork
+from .preprocessing import anyres_tiles, postprocess_masks, sam_input
+from .projector import merge_tile_features
+from .prompting import DEFAULT_ANSWER, ChatmlPrompts, PromptCodec, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """The expensive per-image state. Tensors live on the engine's device.
+
+    size: (height, width) of the original image; sam_embedding: (1, C, g, g);
+    sam_resized: (height, width) of the image inside SAM's padded square;
+    prefix_cache: 1-row key/value cache of the prompt up to and including the image tokens.
+    """
+
+    size: tuple[int, int]
+    sam_embedding: torch.Tensor
+    sam_resized: tuple[int, int]
+    prefix_cache: KvCache
+
+    @property
+    def prefix_length(self) -> int:
+        return self.prefix_cache.length
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """One expression's result.
+
+    answer_ids: the tokens after the assistant opening (forced or generated);
+    seg_hidden: float32 (N, hidden) last-layer states at the `[SEG]` tokens, after the final norm;
+    mask_logits: float32 (N, H, W); masks: bool (N, H, W), N = 0 when the answer has no `[SEG]`.
+    """
+
+    answer_ids: list[int]
+    answer: str
+    seg_hidden: torch.Tensor
+    mask_logits: torch.Tensor
+    masks: np.ndarray
+
+
+class NativeEngine:
+    """SamPredictor-style MLCD-Seg: `encode_image` once, `segment` many times."""
+
+    def __init__(
+        self,
+        network: MlcdSegNetwork,
+        prompts: PromptCodec,
+        answer: str = DEFAULT_ANSWER,
+        max_new_tokens: int = 32,
+        cache_size: int = 8,
+    ) -> None:
+        self.network = network.eval()
+        self.prompts = prompts
+        self.answer = answer
+        self.max_new_tokens = max_new_tokens
+        self.cache: LruCache[EncodedImage] = LruCache(cache_size)
+        parameter = next(network.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self._prefix_ids = torch.tensor(prompts.prefix_ids(), device=self.device)
+        self._image_pe: torch.Tensor | None = None
+
+    # -- image ---------------------------------------------------------------------------------
+    def encode_image(self, image: Image.Image, use_cache: bool = True) -> EncodedImage:
+        """Encode a PIL image (converted to RGB); the LRU returns the same object for equal content."""
+        image = image.convert("RGB")
+        if not use_cache:
+            return self._encode(image)
+        return self.cache.get_or_create(image_key(image), lambda: self._encode(image))
+
+    @torch.inference_mode()
+    def _encode(self, image: Image.Image) -> EncodedImage:
+        net, config = self.network, self.network.config
+        tiles, grid = anyres_tiles(image, config.grid_pinpoints, config.tower.image_size, config.tower.image_mean, config.tower.image_std)
+        features = net.projector(net.tower(tiles.to(self.device, self.dtype)))
+        image_tokens = merge_tile_features(features, grid, image.size, net.image_newline)
+        prefix = torch.cat([net.llm.embed_tokens(self._prefix_ids), image_tokens]).unsqueeze(0)
+        cache = KvCache.allocate(config.llm, 1, prefix.shape[1], self.device, self.dtype)
+        positions = torch.arange(prefix.shape[1], device=self.device).unsqueeze(0)
+        net.llm(prefix, positions, cache)
+        pixels, resized = sam_input(image, config.sam.image_size)
+        embedding = net.sam_encoder(pixels.to(self.device, self.dtype))
+        return EncodedImage((image.height, image.width), embedding, resized, cache)
+
+    # -- expressions ---------------------------------------------------------------------------
+    def segment(self, encoded: EncodedImage, prompts: Sequence[str], force_seg: bool) -> list[np.ndarray]:
+        """Bool masks (N, H, W) per prompt; N = 0 when the model answers without `[SEG]`."""
+        return [result.masks for result in self.segment_details(encoded, prompts, force_seg)]
+
+    def segment_details(self, encoded: EncodedImage, prompts: Sequence[str], force_seg: bool) -> list[Segmentation]:
+        """Like `segment`, with answers, `[SEG]` hidden states and mask logits."""
+        answer = self.answer if force_seg else None
+        suffixes = [self.prompts.suffix_ids(prompt, answer) for prompt in prompts]
+        return self.segment_suffixes(encoded, suffixes, generate=not force_seg)
+
+    @torch.inference_mode()
+    def segment_suffixes(self, encoded: EncodedImage, suffixes: Sequence[Sequence[int]], generate: bool) -> list[Segmentation]:
+        """Segment token-id suffixes in one batch: teacher-forced, or greedy until `[SEG]`/stop."""
+        if not suffixes:
+            return []
+        batch = _SuffixBatch(self, encoded, suffixes, self.max_new_tokens if generate else 0)
+        hidden = batch.prefill()
+        if generate:
+            answers, seg_states = batch.decode_greedy(hidden[:, -1])
+        else:
+            answers, seg_states = batch.forced_answers(hidden)
+        return self._masks(encoded, answers, seg_states)
+
+    def _masks(self, encoded: EncodedImage, answers: list[list[int]], seg_states: list[torch.Tensor]) -> list[Segmentation]:
+        net = self.network
+        counts = [states.shape[0] for states in seg_states]
+        height, width = encoded.size
+        all_states = torch.cat(seg_states) if seg_states else torch.zeros(0, net.config.llm.hidden, device=self.device, dtype=self.dtype)
+        if all_states.shape[0]:
+            sparse = net.text2sam(all_states).unsqueeze(1)
+            dense = net.prompt_encoder.no_mask_embed.weight.view(1, -1, 1, 1)
+            low_res = net.mask_decoder(encoded.sam_embedding, self._dense_pe(), dense, sparse)
+            logits = postprocess_masks(low_res, net.config.sam.image_size, encoded.sam_resized, encoded.size)
+        else:
+            logits = torch.zeros(0, height, width, device=self.device)
+        results = []
+        for answer, states, row_logits in zip(answers, seg_states, logits.split(counts)):
+            row_logits = row_logits.float().cpu()
+            results.append(
+                Segmentation(answer, self.prompts.decode(answer), states.float().cpu(), row_logits, (row_logits > 0).numpy())
+            )
+        return results
+
+    def _dense_pe(self) -> torch.Tensor:
+        if self._image_pe is None:
+            self._image_pe = self.network.prompt_encoder.pe_layer(self.network.config.sam.grid).to(self.dtype)
+        return self._image_pe
+
+
+class _SuffixBatch:
+    """Suffixes left-padded into one block after the shared prefix; greedy steps after that.
+
+    Cache columns: [prefix | padded suffixes | generated steps]; each row's positions count only
+    its own tokens, and a boolean mask hides padding and other rows' finished steps.
+    """
+
+    def __init__(self, engine: NativeEngine, encoded: EncodedImage, suffixes: Sequence[Sequence[int]], max_new: int) -> None:
+        self.engine = engine
+        self.net = engine.network
+        device = engine.device
+        self.prefix_length = encoded.prefix_length
+        self.lengths = torch.tensor([len(s) for s in suffixes], device=device)
+        width = max(len(s) for s in suffixes)
+        self.width = width
+        tokens = torch.zeros(len(suffixes), width, dtype=torch.long)
+        for row, suffix in enumerate(suffixes):
+            tokens[row, width - len(suffix):] = torch.tensor(list(suffix), dtype=torch.long)
+        self.tokens = tokens.to(device)
+        columns = torch.arange(width, device=device)
+        self.suffix_valid = columns >= (width - self.lengths)[:, None]
+        self.cache = encoded.prefix_cache.expanded(len(suffixes), width + max_new)
+        self.key_valid = torch.zeros(len(suffixes), self.cache.capacity, dtype=torch.bool, device=device)
+        self.key_valid[:, : self.prefix_length] = True
+        self.key_valid[:, self.prefix_length : self.prefix_length + width] = self.suffix_valid
+
+    def prefill(self) -> torch.Tensor:
+        """Hidden states (B, width, hidden) of the padded suffix block."""
+        total = self.prefix_length + self.width
+        query_columns = torch.arange(self.prefix_length, total, device=self.tokens.device)
+        causal = torch.arange(total, device=self.tokens.device)[None, :] <= query_columns[:, None]
+        mask = (self.key_valid[:, None, :total] & causal[None]).unsqueeze(1)
+        offsets = torch.arange(self.width, device=self.tokens.device) - (self.width - self.lengths)[:, None]
+        positions = self.prefix_length + offsets.clamp(min=0)
+        return self.net.llm(self.net.llm.embed_tokens(self.tokens), positions, self.cache, mask)
+
+    def forced_answers(self, hidden: torch.Tensor) -> tuple[list[list[int]], list[torch.Tensor]]:
+        """The `[SEG]` rows of a teacher-forced suffix, in order; the answer is the suffix itself."""
+        is_seg = (self.tokens == self.engine.prompts.seg_id) & self.suffix_valid
+        answers = [row[valid].tolist() for row, valid in zip(self.tokens, self.suffix_valid)]
+        return answers, [hidden[row][is_seg[row]] for row in range(hidden.shape[0])]
+
+    def decode_greedy(self, last_hidden: torch.Tensor) -> tuple[list[list[int]], list[torch.Tensor]]:
+        """Greedy decoding per row until `[SEG]` (whose state is kept), a stop token or the limit."""
+        engine, llm = self.engine, self.net.llm
+        batch = last_hidden.shape[0]
+        seg_id, stop_ids = engine.prompts.seg_id, engine.prompts.stop_ids
+        empty = last_hidden.new_zeros(0, last_hidden.shape[-1])
+        answers: list[list[int]] = [[] for _ in range(batch)]
+        seg_states = [empty] * batch
+        active = [True] * batch
+        pending = llm.lm_head(last_hidden).argmax(-1)
+        for step in range(engine.max_new_tokens):
+            for row, token in enumerate(pending.tolist()):
+                if active[row]:
+                    answers[row].append(token)
+                    active[row] = token not in stop_ids
+            if not any(active):
+                break
+            column = self.prefix_length + self.width + step
+            self.key_valid[:, column] = torch.tensor(active, device=self.key_valid.device)
+            positions = (self.prefix_length + self.lengths + step)[:, None]
+            mask = self.key_valid[:, None, None, : column + 1]
+            hidden = llm(llm.embed_tokens(pending[:, None]), positions, self.cache, mask)[:, 0]
+            for row, token in enumerate(pending.tolist()):
+                if active[row] and token == seg_id:
+                    seg_states[row] = hidden[row : row + 1]
+                    active[row] = False
+            if not any(active):
+                break
+            pending = llm.lm_head(hidden).argmax(-1)
+        return answers, seg_states
+
+
+def load_native_engine(
+    model_dir: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    answer: str = DEFAULT_ANSWER,
+    max_new_tokens: int = 32,
+    cache_size: int = 8,
+) -> NativeEngine:
+    """Build the engine of a local checkpoint directory, refusing anything it cannot reproduce.
+
+    Raises `UnsupportedCheckpointError` (config values) or `CheckpointMismatchError` (tensors).
+    """
+    model_dir = Path(model_dir)
+    shapes = read_safetensors_shapes(model_dir)
+    try:
+        config = read_engine_config(model_dir, shapes)
+    except KeyError as error:  # a tensor the configuration is derived from is absent
+        raise CheckpointMismatchError([str(error.args[0])], [], []) from error
+    network = build_network(config, device, dtype)
+    load_weights(network, model_dir, shapes)
+    prompts = ChatmlPrompts(load_tokenizer(model_dir), config.system_prompt)
+    return NativeEngine(network, prompts, answer=answer, max_new_tokens=max_new_tokens, cache_size=cache_size)
+
+
+def build_network(config, device: str | torch.device, dtype: torch.dtype) -> MlcdSegNetwork:
+    """The network with freshly initialised weights, created directly on `device` in `dtype`."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            network = MlcdSegNetwork(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return network.eval()
