@@ -30,6 +30,7 @@ from mlcdseg.cli.demo import register_demo
 from mlcdseg.cli.evaluate import register_evaluate
 from mlcdseg.cli.predict import register_predict, register_stand_in_model
 from mlcdseg.cli.refcoco import register_export_refcoco, register_import_refcoco
+from mlcdseg.cli.verify_engine import register_verify_engine
 from mlcdseg.errors import MlcdsegError, one_line
 
 Register = Callable[[argparse._SubParsersAction], argparse.ArgumentParser]
@@ -45,6 +46,7 @@ COMMANDS: list[Register] = [
     register_export_refcoco,
     register_import_refcoco,
     register_stand_in_model,
+    register_verify_engine,
 ]
 
 

@@ -10,8 +10,11 @@ from mlcdseg.model.prompts import check_prompt_template
 from mlcdseg.model.settings import ModelSettings
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Add the model options; each left unset falls back to its environment variable."""
+def add_model_options(parser: argparse.ArgumentParser, *, engine: bool = True) -> None:
+    """Add the model options; each left unset falls back to its environment variable.
+
+    engine=False leaves out --engine, for a command that runs both engines.
+    """
     parser.add_argument(
         "--model",
         help=f"hub id or local model directory (default: $MLCDSEG_MODEL or {DEFAULT_MODEL})",
@@ -34,13 +37,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="prompt for a bare expression; must contain {expression} "
         "(default: $MLCDSEG_PROMPT_TEMPLATE or the model card's question)",
     )
-    parser.add_argument(
-        "--engine",
-        choices=ENGINE_CHOICES,
-        help="native: our engine (each image encoded once, expressions batched); official: the "
-        "model card's remote code, one call per expression; auto: native when it can reproduce "
-        "the checkpoint, else official with a warning (default: $MLCDSEG_ENGINE or auto)",
-    )
+    if engine:
+        parser.add_argument(
+            "--engine",
+            choices=ENGINE_CHOICES,
+            help="native: our engine (each image encoded once, expressions batched); official: the "
+            "model card's remote code, one call per expression; auto: native when it can reproduce "
+            "the checkpoint, else official with a warning (default: $MLCDSEG_ENGINE or auto)",
+        )
     parser.add_argument(
         "--force-seg",
         action="store_true",
@@ -61,7 +65,7 @@ def model_settings(arguments: argparse.Namespace) -> ModelSettings:
         dtype=arguments.dtype,
         prompt_template=arguments.prompt_template,
         force_seg=arguments.force_seg,
-        engine=arguments.engine,
+        engine=getattr(arguments, "engine", None),
     )
 
 

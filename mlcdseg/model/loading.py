@@ -232,8 +232,8 @@ def _native_engine(
     if is_stand_in_directory(directory):
         if engine == NATIVE:
             raise ModelLoadError(
-                f"{location.name} is the offline stand-in, which only the official path runs; "
-                "use --engine official (or auto)"
+                f"{location.name} is the offline stand-in, which the native engine cannot run "
+                "(only the official path runs it)"
             )
         return None
     try:
