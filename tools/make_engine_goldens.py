@@ -306,15 +306,16 @@ def calibrate_answers(reference: Reference, inputs: list[dict]) -> None:
 
 
 def calibrate_masks(reference: Reference, inputs: list[dict]) -> None:
-    """text2sam amplifies what differs between [SEG] states; hypernetwork bias centres the logits."""
+    """text2sam amplifies what differs between [SEG] states; the hypernetwork bias centres the logits."""
     forced = [(i, reference.input_ids(q, ANSWER)) for i, q in pairs()]
     seg_states = torch.cat([reference.masks(ids, inputs[i])[0] for i, ids in forced])
     first = reference.model.model.text2sam_projection[0]
     with torch.no_grad():
         mean = seg_states.mean(0)
         spread = ((seg_states - mean) @ first.weight.T).std()
-        first.weight.mul_(2.0 / spread)
+        first.weight.mul_(6.0 / spread)
         first.bias.copy_(first.bias - first.weight @ mean)
+        reference.model.model.text2sam_projection[2].weight.mul_(3.0)
     decoder = reference.model.model.sam.mask_decoder
     captured: dict[str, list[torch.Tensor]] = {"up": [], "hyper": []}
     hooks = [
@@ -325,11 +326,13 @@ def calibrate_masks(reference: Reference, inputs: list[dict]) -> None:
         reference.masks(ids, inputs[i])
     for hook in hooks:
         hook.remove()
-    up_mean = torch.cat(captured["up"]).mean(0)
-    offsets = torch.cat(captured["hyper"]) @ up_mean
+    up_mean, hyper = torch.cat(captured["up"]).mean(0), torch.cat(captured["hyper"])
+    # Centre the logits (the mean offset along the mean upscaled feature), then remove most of
+    # what all expressions' hypernetwork vectors share, so that masks follow the expression.
+    centring = ((hyper @ up_mean).mean() / (up_mean @ up_mean)) * up_mean
     last = decoder.output_hypernetworks_mlps[0].layers[-1]
     with torch.no_grad():
-        last.bias.copy_(last.bias - (offsets.mean() / (up_mean @ up_mean)) * up_mean)
+        last.bias.copy_(last.bias - centring - 0.7 * (hyper.mean(0) - centring))
 
 
 def round_to_half(model: torch.nn.Module) -> dict[str, torch.Tensor]:
