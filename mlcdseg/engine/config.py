@@ -42,6 +42,7 @@ class TowerConfig:
     width: int
     depth: int
     heads: int
+    mlp_width: int
     patch_size: int
     image_size: int
     select_layer: int  # index into hidden_states (length depth + 1), may be negative
@@ -86,6 +87,7 @@ class SamEncoderConfig:
     width: int
     depth: int
     heads: int
+    mlp_width: int
     patch_size: int
     image_size: int
     window_size: int
@@ -108,6 +110,7 @@ class EngineConfig:
     grid_pinpoints: tuple[tuple[int, int], ...]  # (width, height) canvases in pixels
     prompt_dim: int  # SAM prompt width (text2sam output)
     decoder_depth: int
+    decoder_mlp_width: int
     chat_template: str
     system_prompt: str
 
@@ -151,6 +154,7 @@ def read_engine_config(model_dir: Path, shapes: Mapping[str, tuple[int, ...]]) -
         grid_pinpoints=_grid_pinpoints(config, _tile_size(shapes)),
         prompt_dim=shapes[SAM_DECODER_PREFIX + "iou_token.weight"][1],
         decoder_depth=_count_indexed(shapes, SAM_DECODER_PREFIX + "transformer.layers."),
+        decoder_mlp_width=shapes[SAM_DECODER_PREFIX + "transformer.layers.0.mlp.lin1.weight"][0],
         chat_template=_chat_template(config),
         system_prompt=CHATML_SYSTEM,
     )
@@ -165,6 +169,8 @@ def _check_supported(config: Mapping[str, Any]) -> None:
         any(marker in tower for marker in _CLIP_TOWER_MARKERS) or tower.startswith(_CLIP_TOWER_PREFIXES)
     ):
         raise UnsupportedCheckpointError("mm_vision_tower", tower, "a CLIP/MLCD tower name")
+    if config.get("mm_resampler_type") is not None:
+        raise UnsupportedCheckpointError("mm_resampler_type", config["mm_resampler_type"], "none")
     if config.get("s2", False):
         raise UnsupportedCheckpointError("s2", config["s2"], "false")
     checks = {
@@ -210,6 +216,7 @@ def _tower_config(
         width=width,
         depth=depth,
         heads=heads,
+        mlp_width=shapes[TOWER_PREFIX + "encoder.layers.0.mlp.fc1.weight"][0],
         patch_size=shapes[TOWER_PREFIX + "embeddings.patch_embedding.weight"][-1],
         image_size=_tile_size(shapes),
         select_layer=select_layer,
@@ -250,6 +257,7 @@ def _sam_config(shapes: Mapping[str, tuple[int, ...]]) -> SamEncoderConfig:
         width=width,
         depth=depth,
         heads=width // rel_sizes[0][1],
+        mlp_width=shapes[SAM_ENCODER_PREFIX + "blocks.0.mlp.lin1.weight"][0],
         patch_size=patch_size,
         image_size=grid * patch_size,
         window_size=window,

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import load_weights
-from .config import read_engine_config, read_safetensors_shapes
+from .config import EngineConfig, read_engine_config, read_safetensors_shapes
 from .errors import CheckpointMismatchError
 from .image_cache import LruCache, image_key
 from .llm import KvCache
@@ -100,7 +100,8 @@ class NativeEngine:
         features = net.projector(net.tower(tiles.to(self.device, self.dtype)))
         image_tokens = merge_tile_features(features, grid, image.size, net.image_newline)
         prefix = torch.cat([net.llm.embed_tokens(self._prefix_ids), image_tokens]).unsqueeze(0)
-        cache = KvCache.allocate(config.llm, 1, prefix.shape[1], self.device, self.dtype)
+        llm = config.llm
+        cache = KvCache.allocate(llm.layers, (1, llm.kv_heads, prefix.shape[1], llm.head_dim), self.device, self.dtype)
         positions = torch.arange(prefix.shape[1], device=self.device).unsqueeze(0)
         net.llm(prefix, positions, cache)
         pixels, resized = sam_input(image, config.sam.image_size)
@@ -169,35 +170,38 @@ class _SuffixBatch:
         self.net = engine.network
         device = engine.device
         self.prefix_length = encoded.prefix_length
-        self.lengths = torch.tensor([len(s) for s in suffixes], device=device)
-        width = max(len(s) for s in suffixes)
-        self.width = width
+        self.width = width = max(len(suffix) for suffix in suffixes)
+        lengths = torch.tensor([len(suffix) for suffix in suffixes])
+        # Built on the host from the known ids, moved once: no device-to-host syncs before decoding.
         tokens = torch.zeros(len(suffixes), width, dtype=torch.long)
         for row, suffix in enumerate(suffixes):
             tokens[row, width - len(suffix):] = torch.tensor(list(suffix), dtype=torch.long)
-        self.tokens = tokens.to(device)
-        columns = torch.arange(width, device=device)
-        self.suffix_valid = columns >= (width - self.lengths)[:, None]
+        self.host_tokens = tokens
+        self.host_valid = torch.arange(width) >= (width - lengths)[:, None]
+        self.tokens, self.lengths = tokens.to(device), lengths.to(device)
         self.cache = encoded.prefix_cache.expanded(len(suffixes), width + max_new)
-        self.key_valid = torch.zeros(len(suffixes), self.cache.capacity, dtype=torch.bool, device=device)
+        self.key_valid = torch.zeros(len(suffixes), self.cache.capacity, dtype=torch.bool)
         self.key_valid[:, : self.prefix_length] = True
-        self.key_valid[:, self.prefix_length : self.prefix_length + width] = self.suffix_valid
+        self.key_valid[:, self.prefix_length : self.prefix_length + width] = self.host_valid
+        self.key_valid = self.key_valid.to(device)
 
     def prefill(self) -> torch.Tensor:
         """Hidden states (B, width, hidden) of the padded suffix block."""
+        device = self.tokens.device
         total = self.prefix_length + self.width
-        query_columns = torch.arange(self.prefix_length, total, device=self.tokens.device)
-        causal = torch.arange(total, device=self.tokens.device)[None, :] <= query_columns[:, None]
+        query_columns = torch.arange(self.prefix_length, total, device=device)
+        causal = torch.arange(total, device=device)[None, :] <= query_columns[:, None]
         mask = (self.key_valid[:, None, :total] & causal[None]).unsqueeze(1)
-        offsets = torch.arange(self.width, device=self.tokens.device) - (self.width - self.lengths)[:, None]
+        offsets = torch.arange(self.width, device=device) - (self.width - self.lengths)[:, None]
         positions = self.prefix_length + offsets.clamp(min=0)
         return self.net.llm(self.net.llm.embed_tokens(self.tokens), positions, self.cache, mask)
 
     def forced_answers(self, hidden: torch.Tensor) -> tuple[list[list[int]], list[torch.Tensor]]:
         """The `[SEG]` rows of a teacher-forced suffix, in order; the answer is the suffix itself."""
-        is_seg = (self.tokens == self.engine.prompts.seg_id) & self.suffix_valid
-        answers = [row[valid].tolist() for row, valid in zip(self.tokens, self.suffix_valid)]
-        return answers, [hidden[row][is_seg[row]] for row in range(hidden.shape[0])]
+        is_seg = (self.host_tokens == self.engine.prompts.seg_id) & self.host_valid
+        answers = [row[valid].tolist() for row, valid in zip(self.host_tokens, self.host_valid)]
+        columns = [torch.nonzero(row)[:, 0].to(hidden.device) for row in is_seg]
+        return answers, [hidden[row].index_select(0, index) for row, index in enumerate(columns)]
 
     def decode_greedy(self, last_hidden: torch.Tensor) -> tuple[list[list[int]], list[torch.Tensor]]:
         """Greedy decoding per row until `[SEG]` (whose state is kept), a stop token or the limit."""
@@ -255,7 +259,7 @@ def load_native_engine(
     return NativeEngine(network, prompts, answer=answer, max_new_tokens=max_new_tokens, cache_size=cache_size)
 
 
-def build_network(config, device: str | torch.device, dtype: torch.dtype) -> MlcdSegNetwork:
+def build_network(config: EngineConfig, device: str | torch.device, dtype: torch.dtype) -> MlcdSegNetwork:
     """The network with freshly initialised weights, created directly on `device` in `dtype`."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)

@@ -36,11 +36,13 @@ class KvCache:
     length: int = 0
 
     @classmethod
-    def allocate(cls, config: LlmConfig, batch: int, capacity: int, device: torch.device, dtype: torch.dtype) -> "KvCache":
-        shape = (batch, config.kv_heads, capacity, config.head_dim)
+    def allocate(
+        cls, layers: int, shape: tuple[int, int, int, int], device: torch.device, dtype: torch.dtype
+    ) -> "KvCache":
+        """An empty cache of `layers` layers, each tensor of `shape` (batch, kv_heads, capacity, head_dim)."""
         return cls(
-            [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.layers)],
-            [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.layers)],
+            [torch.empty(shape, device=device, dtype=dtype) for _ in range(layers)],
+            [torch.empty(shape, device=device, dtype=dtype) for _ in range(layers)],
         )
 
     @property
@@ -48,23 +50,14 @@ class KvCache:
         return self.keys[0].shape[2]
 
     def expanded(self, batch: int, extra: int) -> "KvCache":
-        """A new cache of `batch` rows, each starting with a copy of this (1-row) cache."""
-        out = KvCache.allocate_like(self, batch, self.length + extra)
-        for layer in range(len(self.keys)):
-            out.keys[layer][:, :, : self.length] = self.keys[layer][:, :, : self.length]
-            out.values[layer][:, :, : self.length] = self.values[layer][:, :, : self.length]
+        """A new cache of `batch` rows and `extra` free columns, each row starting with this 1-row cache."""
+        _, kv_heads, _, head_dim = self.keys[0].shape
+        like = self.keys[0]
+        out = KvCache.allocate(len(self.keys), (batch, kv_heads, self.length + extra, head_dim), like.device, like.dtype)
+        for mine, theirs in zip(self.keys + self.values, out.keys + out.values):
+            theirs[:, :, : self.length] = mine[:, :, : self.length]
         out.length = self.length
         return out
-
-    @classmethod
-    def allocate_like(cls, other: "KvCache", batch: int, capacity: int) -> "KvCache":
-        _, kv_heads, _, head_dim = other.keys[0].shape
-        shape = (batch, kv_heads, capacity, head_dim)
-        like = other.keys[0]
-        return cls(
-            [torch.empty(shape, device=like.device, dtype=like.dtype) for _ in other.keys],
-            [torch.empty(shape, device=like.device, dtype=like.dtype) for _ in other.keys],
-        )
 
 
 def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

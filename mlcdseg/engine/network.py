@@ -47,7 +47,7 @@ class MlcdSegNetwork(nn.Module):
         self.llm = Qwen2Decoder(config.llm)
         self.sam_encoder = SamImageEncoder(config.sam)
         self.prompt_encoder = PromptEncoder(config.prompt_dim)
-        self.mask_decoder = MaskDecoder(config.prompt_dim, config.decoder_depth, SAM_DECODER_HEADS, 2048)
+        self.mask_decoder = MaskDecoder(config.prompt_dim, config.decoder_depth, SAM_DECODER_HEADS, config.decoder_mlp_width)
         self.text2sam = GeluMlp(hidden, config.prompt_dim, 2)
 
     def named_tensors(self) -> dict[str, torch.Tensor]:

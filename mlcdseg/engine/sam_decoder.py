@@ -56,11 +56,14 @@ class TokenAttention(nn.Module):
         self.v_proj = nn.Linear(width, inner)
         self.out_proj = nn.Linear(inner, width)
 
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2)
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        batch = q.shape[0]
-        split = lambda x: x.view(batch, x.shape[1], self.heads, -1).transpose(1, 2)  # noqa: E731
-        out = F.scaled_dot_product_attention(split(self.q_proj(q)), split(self.k_proj(k)), split(self.v_proj(v)))
-        return self.out_proj(out.transpose(1, 2).reshape(batch, q.shape[1], -1))
+        """q (B, Tq, width), k and v (B, Tk, width) → (B, Tq, width)."""
+        heads = [self._split_heads(proj(x)) for proj, x in ((self.q_proj, q), (self.k_proj, k), (self.v_proj, v))]
+        out = F.scaled_dot_product_attention(*heads)
+        return self.out_proj(out.transpose(1, 2).reshape(q.shape[0], q.shape[1], -1))
 
 
 class ReluMlp(nn.Module):

@@ -56,10 +56,10 @@ class SamAttention(nn.Module):
 
 
 class SamMlp(nn.Module):
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, hidden: int) -> None:
         super().__init__()
-        self.lin1 = nn.Linear(width, 4 * width)
-        self.lin2 = nn.Linear(4 * width, width)
+        self.lin1 = nn.Linear(width, hidden)
+        self.lin2 = nn.Linear(hidden, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin2(F.gelu(self.lin1(x)))
@@ -72,7 +72,7 @@ class SamBlock(nn.Module):
         self.norm1 = nn.LayerNorm(config.width, eps=1e-6)
         self.attn = SamAttention(config.width, config.heads, window or config.grid)
         self.norm2 = nn.LayerNorm(config.width, eps=1e-6)
-        self.mlp = SamMlp(config.width)
+        self.mlp = SamMlp(config.width, config.mlp_width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, width) → same."""

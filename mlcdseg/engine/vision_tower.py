@@ -30,10 +30,10 @@ class ClipAttention(nn.Module):
 
 
 class ClipMlp(nn.Module):
-    def __init__(self, width: int, activation: str) -> None:
+    def __init__(self, width: int, hidden: int, activation: str) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(width, 4 * width)
-        self.fc2 = nn.Linear(4 * width, width)
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +48,7 @@ class ClipLayer(nn.Module):
         self.layer_norm1 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
         self.self_attn = ClipAttention(config.width, config.heads)
         self.layer_norm2 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
-        self.mlp = ClipMlp(config.width, config.activation)
+        self.mlp = ClipMlp(config.width, config.mlp_width, config.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(self.layer_norm1(x))

@@ -1,0 +1,117 @@
+"""The native engine reproduces the authors' reference implementation (golden files).
+
+The goldens were written by `tools/make_engine_goldens.py`, which ran the reference code on the
+tiny float16-exact weights in tests/fixtures/engine/checkpoint; the engine runs in float32.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlcdseg.engine import load_native_engine
+from mlcdseg.engine.preprocessing import select_canvas
+
+FIXTURE = Path(__file__).parent / "fixtures" / "engine"
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return json.loads((FIXTURE / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def goldens() -> dict[str, np.ndarray]:
+    with np.load(FIXTURE / "goldens.npz") as data:
+        return {name: data[name] for name in data.files}
+
+
+@pytest.fixture(scope="module")
+def engine(manifest):
+    return load_native_engine(FIXTURE / "checkpoint", answer=manifest["answer"], max_new_tokens=manifest["max_new_tokens"])
+
+
+def pairs_by_image(manifest: dict) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for record in manifest["pairs"]:
+        grouped.setdefault(record["image"], []).append(record)
+    return grouped
+
+
+def assert_matches(result, goldens: dict[str, np.ndarray], key: str) -> None:
+    """Hidden states and logits within TOLERANCE; masks identical wherever the golden logit is decided."""
+    hidden, logits = goldens[f"{key}_hidden"], goldens[f"{key}_logits"]
+    assert result.seg_hidden.shape == hidden.shape, key
+    assert result.mask_logits.shape == logits.shape, key
+    assert result.masks.shape == logits.shape and result.masks.dtype == bool, key
+    if hidden.size:
+        np.testing.assert_allclose(result.seg_hidden.numpy(), hidden, atol=TOLERANCE, rtol=0, err_msg=key)
+        np.testing.assert_allclose(result.mask_logits.numpy(), logits, atol=TOLERANCE, rtol=0, err_msg=key)
+    decided = np.abs(logits) > TOLERANCE
+    assert np.array_equal(result.masks[decided], (logits > 0)[decided]), key
+
+
+def test_fixture_images_cover_every_anyres_canvas_in_both_orientations(engine, manifest):
+    config = engine.network.config
+    sizes = [tuple(size) for size in manifest["image_sizes"]]
+    canvases = {select_canvas(size, config.grid_pinpoints) for size in sizes}
+    assert canvases == set(config.grid_pinpoints)
+    assert any(w > h for w, h in sizes) and any(w < h for w, h in sizes)
+
+
+def test_fixture_exercises_one_three_and_ten_expressions_and_both_answer_kinds(manifest):
+    counts = {len(records) for records in pairs_by_image(manifest).values()}
+    assert {1, 3, 10} <= counts
+    greedy_masks = {record["greedy_masks"] for record in manifest["pairs"]}
+    assert greedy_masks == {0, 1}  # answers with and without [SEG]
+
+
+@pytest.mark.parametrize("force_seg", [True, False], ids=["forced", "greedy"])
+def test_batched_expressions_reproduce_reference(engine, manifest, goldens, force_seg):
+    mode = "forced" if force_seg else "greedy"
+    for image_name, records in pairs_by_image(manifest).items():
+        encoded = engine.encode_image(Image.open(FIXTURE / "images" / image_name))
+        results = engine.segment_details(encoded, [record["expression"] for record in records], force_seg=force_seg)
+        for record, result in zip(records, results, strict=True):
+            assert_matches(result, goldens, f"{record['pair']}_{mode}")
+            assert result.masks.shape[1:] == encoded.size
+            if not force_seg:
+                assert result.answer_ids == record["greedy_answer_ids"]
+
+
+def test_answer_without_seg_gives_no_mask(engine, manifest):
+    record = next(r for r in manifest["pairs"] if r["greedy_masks"] == 0)
+    image = Image.open(FIXTURE / "images" / record["image"])
+    (masks,) = engine.segment(engine.encode_image(image), [record["expression"]], force_seg=False)
+    assert masks.shape == (0, image.height, image.width) and masks.dtype == bool
+
+
+@pytest.mark.parametrize("force_seg", [True, False], ids=["forced", "greedy"])
+def test_one_batch_of_ten_equals_one_call_per_expression(engine, manifest, force_seg):
+    image_name, records = next((name, recs) for name, recs in pairs_by_image(manifest).items() if len(recs) == 10)
+    encoded = engine.encode_image(Image.open(FIXTURE / "images" / image_name))
+    expressions = [record["expression"] for record in records]
+    batched = engine.segment_details(encoded, expressions, force_seg=force_seg)
+    for expression, together in zip(expressions, batched):
+        (alone,) = engine.segment_details(encoded, [expression], force_seg=force_seg)
+        assert alone.answer_ids == together.answer_ids
+        np.testing.assert_allclose(alone.seg_hidden.numpy(), together.seg_hidden.numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(alone.mask_logits.numpy(), together.mask_logits.numpy(), atol=1e-5, rtol=0)
+        decided = np.abs(together.mask_logits.numpy()) > 1e-5
+        assert np.array_equal(alone.masks[decided], together.masks[decided])
+
+
+def test_several_seg_tokens_in_the_answer_give_several_masks(engine, manifest):
+    record = manifest["pairs"][0]
+    encoded = engine.encode_image(Image.open(FIXTURE / "images" / record["image"]))
+    engine.answer, original = "It is [SEG] and [SEG].", engine.answer
+    try:
+        (result,) = engine.segment_details(encoded, [record["expression"]], force_seg=True)
+    finally:
+        engine.answer = original
+    assert result.masks.shape == (2, *encoded.size)
