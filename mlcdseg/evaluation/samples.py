@@ -225,6 +225,8 @@ def human_samples(task: JsonObject, settings: SampleSettings) -> tuple[list[Huma
 def model_predictions(task: JsonObject, settings: SampleSettings) -> tuple[dict[str, ModelPrediction], list[Skip]]:
     """The latest prediction of each model version (all, whatever the settings) in a task malformed_task_skip accepts.
 
+    Ordered oldest to newest by each version's latest prediction: the last one is the task's newest.
+
     ExportFormatError when the export lists predictions as ids only (Label Studio's plain export).
     """
     task_id = task.get("id")
@@ -241,5 +243,6 @@ def model_predictions(task: JsonObject, settings: SampleSettings) -> tuple[dict[
             skipped.append(unusable.skip(task_id, f"the prediction of model version {version}: "))
             continue
         text = textarea_text(prediction.get("result") or [], settings.prompt_controls)
+        by_version.pop(version, None)  # re-inserted last: the dict stays in recency order
         by_version[version] = ModelPrediction(version, regions, text)
     return by_version, skipped
