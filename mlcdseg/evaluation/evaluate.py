@@ -17,7 +17,7 @@ import math
 import multiprocessing
 import os
 import sys
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
@@ -163,6 +163,8 @@ class EvaluationTotals:
         self.histograms: defaultdict[str, list[int]] = defaultdict(lambda: [0] * HISTOGRAM_BINS)
         self.worst = WorstSamples(worst_count)
         self.skipped: list[Skip] = []
+        self.skip_counts: Counter[SkipCode] = Counter()
+        self.skip_examples: dict[SkipCode, Skip] = {}
         self.versions_seen: set[str] = set()
 
     def add(self, chunk: ChunkResult) -> None:
@@ -182,6 +184,9 @@ class EvaluationTotals:
         self.tasks += chunk.tasks
         self.samples += len(chunk.samples)
         self.skipped.extend(chunk.skipped)
+        for skip in chunk.skipped:
+            self.skip_counts[skip.code] += 1
+            self.skip_examples.setdefault(skip.code, skip)
         self.versions_seen |= chunk.versions_seen
 
     def report(self, source: dict[str, Any]) -> dict[str, Any]:
@@ -196,6 +201,10 @@ class EvaluationTotals:
             "by_model_version_and_split": table,
             "iou_histogram": {"bins": HISTOGRAM_BINS, "counts": dict(sorted(self.histograms.items()))},
             "skipped": [skip.record() for skip in self.skipped],
+            "skipped_by_code": {
+                code.value: {"count": count, "example": self.skip_examples[code].record()}
+                for code, count in self.skip_counts.most_common()
+            },
             "source": {**source, "tasks": self.tasks, "samples": self.samples, "skipped": len(self.skipped),
                        "model_versions_seen": sorted(self.versions_seen)},
         }
