@@ -552,7 +552,7 @@ def test_an_export_that_scores_no_sample_says_why_by_skip_code_and_exits_non_zer
 
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1, error
-    assert error.startswith("mlcdseg evaluate: no sample was scored; 2 no-annotation (e.g. task 2: no annotation); ")
+    assert error.startswith("mlcdseg: error: no sample was scored; 2 no-annotation (e.g. task 2: no annotation); ")
     assert "1 no-prediction (e.g. task 1: no prediction)" in error
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["skipped_by_code"]["no-annotation"]["count"] == 2

@@ -98,7 +98,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     summary = result["source"]
     print(f"{summary['tasks']} tasks, {summary['samples']} samples, {summary['skipped']} skipped")
     if summary["samples"] == 0:
-        print(f"mlcdseg evaluate: no sample was scored; {skip_summary(result['skipped_by_code'])}", file=sys.stderr)
+        print(f"mlcdseg: error: no sample was scored; {skip_summary(result['skipped_by_code'])}", file=sys.stderr)
         return 1
     if summary["skipped"]:
         print(f"skipped: {skip_summary(result['skipped_by_code'])}")
