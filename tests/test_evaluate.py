@@ -556,3 +556,20 @@ def test_an_export_that_scores_no_sample_says_why_by_skip_code_and_exits_non_zer
     assert "1 no-prediction (e.g. task 1: no prediction)" in error
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["skipped_by_code"]["no-annotation"]["count"] == 2
+
+
+def test_the_annotators_lead_time_reaches_samples_csv_and_the_review(fixtures_dir, tmp_path):
+    tasks = json.loads((fixtures_dir / "export_snapshot_full_predictions.json").read_text())
+    annotated = next(task for task in tasks if task["annotations"])
+    annotated["annotations"][0]["lead_time"] = 12.5  # Label Studio's seconds spent on the annotation
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(tasks))
+
+    assert run_cli(str(path), "-o", str(tmp_path / "out")) == 0
+
+    (row,) = read_rows(tmp_path / "out")
+    assert row["lead_time"] == "12.5"
+    review = json.loads((tmp_path / "out" / "report.json").read_text())["review"]
+    accepted = review["by_model_version"]["textseg-0.1"]["accepted"]
+    assert accepted["count"] == 1 and accepted["median_lead_time_s"] == pytest.approx(12.5, rel=0.01)
+    assert "Review: what the pre-annotations saved" in (tmp_path / "out" / "report.html").read_text()

@@ -32,6 +32,7 @@ from mlcdseg.labelstudio.export_source import ExportSource
 from mlcdseg.evaluation.samples import SampleSettings, human_samples, model_predictions
 from mlcdseg.labelstudio.tasks import Skip, SkipCode, Unusable, malformed_task_skip
 from mlcdseg.evaluation.metrics import RefSegMeter
+from mlcdseg.evaluation.review import ReviewMeter
 from mlcdseg.evaluation.scoring import ScoredSample, ComparedSample, compare
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ class EvaluationTotals:
         }
         self.histograms: defaultdict[str, list[int]] = defaultdict(lambda: [0] * HISTOGRAM_BINS)
         self.worst = WorstSamples(worst_count)
+        self.review = ReviewMeter()
         self.skipped: list[Skip] = []
         self.skip_counts: Counter[SkipCode] = Counter()
         self.skip_examples: dict[SkipCode, Skip] = {}
@@ -181,6 +183,7 @@ class EvaluationTotals:
             for meter in meters:
                 meter.update_counts(*counts)
             self.histograms[sample.model_version][min(int(sample.iou * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
+            self.review.update(sample.model_version, sample.annotator, sample.iou, sample.lead_time)
         self.tasks += chunk.tasks
         self.samples += len(chunk.samples)
         self.skipped.extend(chunk.skipped)
@@ -199,6 +202,7 @@ class EvaluationTotals:
             **{f"by_{name}": {str(k): m.compute() for k, m in sorted(self.groups[name].items())}
                for name in ("split", "model_version", "annotator")},
             "by_model_version_and_split": table,
+            "review": self.review.compute(),
             "iou_histogram": {"bins": HISTOGRAM_BINS, "counts": dict(sorted(self.histograms.items()))},
             "skipped": [skip.record() for skip in self.skipped],
             "skipped_by_code": {

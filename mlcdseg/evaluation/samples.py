@@ -90,6 +90,8 @@ class HumanSample:
     annotator: str
     image: str | None
     regions: tuple[Region, ...]
+    #: Seconds the annotator spent on the annotation (Label Studio's `lead_time`); None when not recorded.
+    lead_time: float | None = None
 
     @property
     def image_size(self) -> tuple[int, int] | None:
@@ -217,9 +219,18 @@ def human_samples(task: JsonObject, settings: SampleSettings) -> tuple[list[Huma
                 annotator=annotator,
                 image=data_text(data, settings.image_field),
                 regions=regions,
+                lead_time=lead_time_seconds(annotation),
             )
         )
     return samples, skipped
+
+
+def lead_time_seconds(annotation: JsonObject) -> float | None:
+    """The annotation's `lead_time` (seconds spent on it) when it is a non-negative number, else None."""
+    value = annotation.get("lead_time")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        return None
+    return float(value)
 
 
 def model_predictions(task: JsonObject, settings: SampleSettings) -> tuple[dict[str, ModelPrediction], list[Skip]]:
