@@ -96,8 +96,9 @@ def label_studio(
     label_studio_executable: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LabelStudioServer]:
     """A running Label Studio on a free loopback port with a fresh SQLite database."""
+    # A first start runs the migrations: minutes on a busy 2-core machine.
     with LabelStudioServer(
-        tmp_path_factory.mktemp("label-studio"), executable=label_studio_executable
+        tmp_path_factory.mktemp("label-studio"), executable=label_studio_executable, startup_timeout_s=600
     ) as server:
         yield server
 

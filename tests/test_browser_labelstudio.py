@@ -132,3 +132,132 @@ def test_report_html_renders_its_plots_and_worst_case_pictures(
     assert pictures and all(complete and natural > 0 and shown > 0 for complete, natural, shown in pictures), pictures
     assert "Review: what the pre-annotations saved" in browser.find_element("tag name", "body").text
     assert _screenshot_is_not_blank(browser.get_screenshot_as_png())
+
+
+# ---------------------------------------------------------------- Label Studio in the browser
+def _log_in(browser: Any, label_studio: LabelStudioServer) -> None:
+    """Log in through Label Studio's login form as the session user."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{label_studio.url}/user/login/")
+    _wait_for(lambda: browser.find_element(By.NAME, "email"), "the login form").send_keys(label_studio.username)
+    browser.find_element(By.NAME, "password").send_keys(label_studio.password)
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    _wait_for(lambda: "/user/login" not in browser.current_url, "the login to go through")
+
+
+def _browser_project(
+    client: LabelStudioClient, label_studio: LabelStudioServer, backend: BackendServer, config_name: str
+) -> DemoProject:
+    """A project with `label_config/<config_name>`, the demo samples as tasks and our backend connected."""
+    label_config = (REPO_ROOT / "label_config" / config_name).read_text(encoding="utf-8")
+    return set_up_project(client, label_config, label_studio.document_root, backend.url, f"browser {config_name}")
+
+
+def _open_task(browser: Any, label_studio: LabelStudioServer, project_id: int, task_id: int) -> None:
+    """Open a task in the editor and wait until the editor's store holds its annotation."""
+    browser.get(f"{label_studio.url}/projects/{project_id}/data?task={task_id}")
+    _wait_for(
+        lambda: browser.execute_script("return !!(window.Htx && window.Htx.annotationStore.selected)"),
+        f"the editor of task {task_id}",
+    )
+
+
+def _switch_on(browser: Any, test_id: str, what: str) -> None:
+    """Switch on the editor's toggle with data-testid `test_id` (clicking its label, as a person does)."""
+    script = (
+        "const toggle = document.querySelector(`[data-testid='${arguments[0]}']`);"
+        "if (!toggle) return false; if (!toggle.checked) toggle.closest('label').click(); return toggle.checked;"
+    )
+    _wait_for(lambda: browser.execute_script(script, test_id), f"{what} to be switched on")
+
+
+#: The editor's regions: [type, origin ('prediction', 'manual', …), label text].
+_EDITOR_REGIONS = (
+    "return window.Htx.annotationStore.selected.regions.map(r => [r.type, r.origin || '', "
+    "(r.labeling && r.labeling.selectedLabels ? r.labeling.selectedLabels.map(l => l.value).join(',') : '')])"
+)
+
+
+def _image_rgb(path: Path) -> np.ndarray:
+    """An image file as a uint8 (H, W, 3) array."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+@pytest.mark.labelstudio
+def test_interactive_prompt_with_auto_annotation_gives_the_colour_rule_mask_in_the_editor(
+    browser: Any, client: LabelStudioClient, label_studio: LabelStudioServer, backend: BackendServer
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    project = _browser_project(client, label_studio, backend, "interactive.xml")
+    # A task whose image another task names differently: the typed expression is not the task's own.
+    (task_id, sample), other = next(
+        ((task_id, sample), other)
+        for task_id, sample in zip(project.task_ids, project.samples)
+        for other in project.samples
+        if other.image_name == sample.image_name and other.expression != sample.expression
+    )
+    rgb = _image_rgb(label_studio.document_root / SAMPLES_FOLDER / sample.image_name)
+    expected = colour_rule_mask(rgb, other.expression)
+    assert expected is not None and not np.array_equal(expected, colour_rule_mask(rgb, sample.expression))
+    _log_in(browser, label_studio)
+
+    _open_task(browser, label_studio, project.project_id, task_id)
+    _switch_on(browser, "bottombar-auto-annotation-toggle", "Auto-Annotation")
+    _switch_on(browser, "bottombar-auto-accept-toggle", "Auto-Accept Suggestions")
+    regions_before = len(browser.execute_script(_EDITOR_REGIONS))
+    prompt = _wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "textarea[data-testid='textarea-input']"), "the prompt box")
+    prompt.send_keys(other.expression)
+    browser.find_element(By.CSS_SELECTOR, "[data-testid='textarea-add-button']").click()
+    _wait_for(
+        lambda: sum(kind == "brushregion" for kind, _, _ in browser.execute_script(_EDITOR_REGIONS)[regions_before:]),
+        "the suggested mask to become a brush region in the editor",
+    )
+    browser.find_element(By.CSS_SELECTOR, "[data-testid='bottombar-submit-button']").click()
+    annotations = _wait_for(
+        lambda: client._json("GET", f"/api/tasks/{task_id}/annotations"), "the submitted annotation in Label Studio"
+    )
+
+    (annotation,) = annotations
+    height, width = rgb.shape[:2]
+    brush_masks = [
+        mask_from_regions([region], None, height, width) for region in annotation["result"] if region["type"] == "brushlabels"
+    ]
+    assert any(np.array_equal(mask, expected) for mask in brush_masks), f"no brush region equals the rule for {other.expression!r}"
+    texts = [region["value"]["text"] for region in annotation["result"] if region["type"] == "textarea"]
+    assert texts == [[other.expression]]
+
+
+@pytest.mark.labelstudio
+def test_expressions_project_shows_the_pre_annotation_and_retrieves_predictions_from_the_data_manager(
+    browser: Any, client: LabelStudioClient, label_studio: LabelStudioServer, backend: BackendServer
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    project = _browser_project(client, label_studio, backend, "expressions.xml")
+    assert client.predictions(project.project_id) == []
+    _log_in(browser, label_studio)
+
+    # Opening a task without a prediction makes Label Studio ask the backend: a region is listed.
+    _open_task(browser, label_studio, project.project_id, project.task_ids[0])
+    regions = _wait_for(lambda: browser.execute_script(_EDITOR_REGIONS), "the pre-annotation's region in the editor")
+    assert [(kind, label) for kind, _, label in regions] == [("brushregion", "object")], regions
+    _wait_for(lambda: "object" in browser.find_element(By.CSS_SELECTOR, ".lsf-outliner").text, "the region list")
+    assert {prediction["task"] for prediction in client.predictions(project.project_id)} == {project.task_ids[0]}
+
+    browser.get(f"{label_studio.url}/projects/{project.project_id}/data")
+    _wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "input[aria-label='Select all rows']"), "the task table").click()
+    browser.find_element(By.CSS_SELECTOR, "button[aria-label='Tasks Actions']").click()
+    _wait_for(
+        lambda: browser.find_element(By.XPATH, "//*[normalize-space(text())='Retrieve Predictions']"), "the actions menu"
+    ).click()
+    _wait_for(lambda: browser.find_element(By.XPATH, "//button[normalize-space(.)='OK']"), "the confirmation").click()
+
+    _wait_for(
+        lambda: {prediction["task"] for prediction in client.predictions(project.project_id)} == set(project.task_ids),
+        "a prediction of every task",
+    )
+    footer = f"Predictions: {len(client.predictions(project.project_id))}"
+    _wait_for(lambda: footer in browser.find_element(By.TAG_NAME, "body").text, f"the data manager to show {footer!r}")
