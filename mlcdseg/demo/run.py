@@ -319,9 +319,13 @@ def _run_demo(label_studio: str | None, data_dir: Path, port: int | None, model:
         interactive = find_or_set_up_project(
             client, interactive_config, document_root, backend.url, f"{title}: type an expression"
         )
-        started = time.monotonic()
-        answer = client.retrieve_predictions(project.project_id)
-        print(f"Label Studio: {answer.get('detail', answer)} ({time.monotonic() - started:.1f} s)")
+        predicted_tasks = {prediction["task"] for prediction in client.predictions(project.project_id)}
+        if predicted_tasks >= set(project.task_ids):
+            print("Every task holds a prediction from an earlier run: nothing to retrieve.")
+        else:
+            started = time.monotonic()
+            answer = client.retrieve_predictions(project.project_id)
+            print(f"Label Studio: {answer.get('detail', answer)} ({time.monotonic() - started:.1f} s)")
         problems = prediction_problems(
             client.predictions(project.project_id),
             project,
@@ -358,7 +362,7 @@ def annotator_instructions(
         "  1. open a task;\n"
         "  2. switch on Auto-Annotation in the editor's bottom bar (without it the editor sends nothing),\n"
         "     and Auto-Accept Suggestions to make the mask a region at once;\n"
-        "  3. type an expression into the prompt box (e.g. 'the red shape') and press its submit button;\n"
+        "  3. type an expression into the prompt box (e.g. 'the red car') and press Add (or Shift+Enter);\n"
         "  4. correct the mask with the brush, then Submit.\n"
         "Press Ctrl-C to stop."
     )
