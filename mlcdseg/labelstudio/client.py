@@ -167,6 +167,10 @@ class LabelStudioClient:
         """Return every prediction stored for a project."""
         return self._json("GET", "/api/predictions", params={"project": project_id})
 
+    def annotations(self, task_id: int) -> list[JsonObject]:
+        """Return every annotation of a task."""
+        return self._json("GET", f"/api/tasks/{task_id}/annotations")
+
     def create_annotation(self, task_id: int, result: Sequence[Mapping[str, Any]], **fields: Any) -> JsonObject:
         """Submit an annotation of a task as the token's user; an empty `result` is a submitted empty annotation."""
         body = {"result": [dict(region) for region in result], **fields}
