@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from mlcdseg.demo.run import SAMPLES_FOLDER, DemoProject, set_up_project
+from mlcdseg.errors import LabelStudioError
 from mlcdseg.labelstudio.client import LabelStudioClient
 from mlcdseg.labelstudio.local_server import REPO_ROOT, BackendServer, LabelStudioServer
 from mlcdseg.labelstudio.regions import mask_from_regions
@@ -82,11 +83,13 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 def _wait_for(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
     """Poll `condition` until it returns something truthy (returned); fail naming `what` after the timeout."""
+    from selenium.common.exceptions import WebDriverException
+
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             value = condition()
-        except Exception as error:  # the page is still changing: elements come and go
+        except (WebDriverException, LabelStudioError) as error:  # the page is still changing: elements come and go
             value, last_error = None, error
         else:
             last_error = None

@@ -164,10 +164,14 @@ def _axis_labels(x_label: str, y_label: str, left: int, top: int, plot_width: fl
     x_label_y = top + plot_height + 34
     y_centre = top + plot_height / 2
     return [
-        f'<text x="{left + plot_width / 2:.1f}" y="{x_label_y:.1f}" class="tick axis-label" text-anchor="middle">'
-        f"{html.escape(x_label)}</text>",
-        f'<text x="12" y="{y_centre:.1f}" class="tick axis-label" text-anchor="middle" '
-        f'transform="rotate(-90 12 {y_centre:.1f})">{html.escape(y_label)}</text>',
+        (
+            f'<text x="{left + plot_width / 2:.1f}" y="{x_label_y:.1f}" class="tick axis-label" text-anchor="middle">'
+            f"{html.escape(x_label)}</text>"
+        ),
+        (
+            f'<text x="12" y="{y_centre:.1f}" class="tick axis-label" text-anchor="middle" '
+            f'transform="rotate(-90 12 {y_centre:.1f})">{html.escape(y_label)}</text>'
+        ),
     ]
 
 
