@@ -81,8 +81,11 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         driver.quit()
 
 
-def _wait_for(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
-    """Poll `condition` until it returns something truthy (returned); fail naming `what` after the timeout."""
+def _wait_for(condition: Callable[[], Any], what: str | Callable[[], str], timeout_s: float = WAIT_S) -> Any:
+    """Poll `condition` until it returns something truthy (returned); fail naming `what` after the timeout.
+
+    `what` may be a function, called only then, to describe the state the page was left in.
+    """
     from selenium.common.exceptions import WebDriverException
 
     deadline = time.monotonic() + timeout_s
@@ -96,7 +99,8 @@ def _wait_for(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what} (last error: {last_error})")
+            described = what() if callable(what) else what
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {described} (last error: {last_error})")
         time.sleep(0.25)
 
 
@@ -188,6 +192,16 @@ _EDITOR_REGIONS = (
 )
 
 
+#: The editor's state around a suggestion: [brush regions, pending suggestions, Auto-Annotation on, Auto-Accept on].
+_SUGGESTION_STATE = (
+    "const annotation = window.Htx.annotationStore.selected;"
+    "const toggle = id => { const t = document.querySelector(`[data-testid='${id}']`); return t ? t.checked : null; };"
+    "return [annotation.regions.filter(r => r.type === 'brushregion').length,"
+    " annotation.suggestions ? annotation.suggestions.size : 0,"
+    " toggle('bottombar-auto-annotation-toggle'), toggle('bottombar-auto-accept-toggle')];"
+)
+
+
 def _image_rgb(path: Path) -> np.ndarray:
     """An image file as a uint8 (H, W, 3) array."""
     with Image.open(path) as image:
@@ -216,13 +230,21 @@ def test_interactive_prompt_with_auto_annotation_gives_the_colour_rule_mask_in_t
     _open_task(browser, label_studio, project.project_id, task_id)
     _switch_on(browser, "bottombar-auto-annotation-toggle", "Auto-Annotation")
     _switch_on(browser, "bottombar-auto-accept-toggle", "Auto-Accept Suggestions")
-    regions_before = len(browser.execute_script(_EDITOR_REGIONS))
+    brushes_before = browser.execute_script(_SUGGESTION_STATE)[0]
     prompt = _wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "textarea[data-testid='textarea-input']"), "the prompt box")
     prompt.send_keys(other.expression)
     browser.find_element(By.CSS_SELECTOR, "[data-testid='textarea-add-button']").click()
+    # Auto-Accept makes the suggestion a region at once; a suggestion still pending is accepted by hand.
+    state = _wait_for(
+        lambda: (lambda s: s if s[0] > brushes_before or s[1] else None)(browser.execute_script(_SUGGESTION_STATE)),
+        lambda: f"the backend's suggestion in the editor (editor state {browser.execute_script(_SUGGESTION_STATE)})",
+        timeout_s=2 * WAIT_S,
+    )
+    if state[0] <= brushes_before:
+        browser.find_element(By.CSS_SELECTOR, "[data-testid='bottombar-accept-suggestions-button']").click()
     _wait_for(
-        lambda: sum(kind == "brushregion" for kind, _, _ in browser.execute_script(_EDITOR_REGIONS)[regions_before:]),
-        "the suggested mask to become a brush region in the editor",
+        lambda: browser.execute_script(_SUGGESTION_STATE)[0] > brushes_before,
+        lambda: f"the suggested mask to become a brush region (editor state {browser.execute_script(_SUGGESTION_STATE)})",
     )
     browser.find_element(By.CSS_SELECTOR, "[data-testid='bottombar-submit-button']").click()
     annotations = _wait_for(
