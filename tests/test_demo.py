@@ -133,3 +133,9 @@ def test_interactive_instructions_name_auto_annotation_before_the_prompt(text: s
 def test_the_readme_states_the_stand_in_colour_tolerance_from_the_rule() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     assert f"at\nmost {MAX_COLOUR_DISTANCE:.0f}" in readme or f"at most {MAX_COLOUR_DISTANCE:.0f}" in readme
+
+
+@pytest.mark.parametrize("is_stand_in", [True, False])
+def test_demo_project_titles_are_distinct_and_fit_label_studios_50_characters(is_stand_in: bool) -> None:
+    titles = project_titles(is_stand_in)
+    assert len(set(titles)) == 2 and all(3 <= len(title) <= 50 for title in titles), titles

@@ -491,7 +491,7 @@ def test_demo_once_without_a_gpu_serves_the_stand_in_says_so_and_exits_zero(
         env=environment,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
 

@@ -53,6 +53,9 @@ DEFAULT_LABEL_STUDIO_PORT = 8080
 SAMPLES_FOLDER = "mlcdseg-demo"  # under Label Studio's local-files document root
 CREDENTIALS_FILE = "mlcdseg-demo-credentials.json"
 DEMO_USERNAME = "demo@example.com"
+#: A first start runs Label Studio's migrations: ~40 s on an idle machine, minutes on a busy one.
+#: A taken port is refused before starting, so this wait is only ever spent on a real start.
+LABEL_STUDIO_STARTUP_TIMEOUT_S = 300.0
 STAND_IN_BANNER = """
 ************************************************************************
 *  OFFLINE STAND-IN MODEL - NOT MLCD-Seg                               *
@@ -296,6 +299,7 @@ def _run_demo(label_studio: str | None, data_dir: Path, port: int | None, model:
             username=DEMO_USERNAME,
             password=password,
             token=token,
+            startup_timeout_s=LABEL_STUDIO_STARTUP_TIMEOUT_S,
         )
         choice = choose_model(model, data_dir)
         if choice.is_stand_in:
@@ -312,13 +316,11 @@ def _run_demo(label_studio: str | None, data_dir: Path, port: int | None, model:
         )
         print(f"Backend serving {choice.location} at {backend.url} (log: {backend.log_path})")
         client = LabelStudioClient(label_studio_server.url, token)
-        title = "MLCD-Seg demo (offline stand-in)" if choice.is_stand_in else "MLCD-Seg demo"
+        title, interactive_title = project_titles(choice.is_stand_in)
         document_root = label_studio_server.document_root
         project = find_or_set_up_project(client, label_config, document_root, backend.url, title)
         interactive_config = INTERACTIVE_CONFIG.read_text(encoding="utf-8")
-        interactive = find_or_set_up_project(
-            client, interactive_config, document_root, backend.url, f"{title}: type an expression"
-        )
+        interactive = find_or_set_up_project(client, interactive_config, document_root, backend.url, interactive_title)
         predicted_tasks = {prediction["task"] for prediction in client.predictions(project.project_id)}
         if predicted_tasks >= set(project.task_ids):
             print("Every task holds a prediction from an earlier run: nothing to retrieve.")
@@ -348,6 +350,12 @@ def _run_demo(label_studio: str | None, data_dir: Path, port: int | None, model:
             print(STAND_IN_BANNER, file=sys.stderr, flush=True)
         _wait_for_interrupt()
     return 0
+
+
+def project_titles(is_stand_in: bool) -> tuple[str, str]:
+    """Titles of the demo's expressions and interactive projects (Label Studio allows 50 characters)."""
+    title = "MLCD-Seg demo (offline stand-in)" if is_stand_in else "MLCD-Seg demo"
+    return title, f"{title} - interactive"
 
 
 def annotator_instructions(
