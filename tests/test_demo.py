@@ -13,6 +13,7 @@ from mlcdseg.demo.run import (
     DemoProject,
     annotator_instructions,
     choose_model,
+    project_titles,
     real_model_available,
 )
 from mlcdseg.errors import ServiceStartError
