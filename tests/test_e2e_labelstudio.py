@@ -31,7 +31,6 @@ from pycocotools import mask as coco_mask
 from mlcdseg.demo.run import (
     SAMPLES_FOLDER,
     DemoProject,
-    find_or_set_up_project,
     prediction_problems,
     set_up_project,
 )
@@ -549,8 +548,8 @@ def test_the_demo_finds_its_project_by_title_instead_of_adding_one_per_run(
 ) -> None:
     config = (LABEL_CONFIG_DIR / "expressions.xml").read_text(encoding="utf-8")
     title = "e2e demo run twice"
-    first = find_or_set_up_project(client, config, label_studio.document_root, backend.url, title)
-    second = find_or_set_up_project(client, config, label_studio.document_root, backend.url, title)
+    first = set_up_project(client, config, label_studio.document_root, backend.url, title, reuse_by_title=True)
+    second = set_up_project(client, config, label_studio.document_root, backend.url, title, reuse_by_title=True)
 
     assert second == first
     assert [project["id"] for project in client.projects_titled(title)] == [first.project_id]

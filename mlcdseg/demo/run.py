@@ -137,46 +137,31 @@ def set_up_project(
     document_root: Path,
     backend_url: str,
     title: str,
+    reuse_by_title: bool = False,
 ) -> DemoProject:
-    """Create a project with the sample images as local files, import the tasks and connect the backend."""
+    """Create a project with the sample images as local files, import the tasks and connect the backend.
+
+    With `reuse_by_title`, a project already titled `title` is taken instead and its backend
+    pointed at `backend_url`: a demo run on a reused data folder finds the project of the previous
+    run rather than adding one per run. The sample images are (re)written either way.
+    """
     from mlcdseg.labelstudio.label_config import parse_label_config
 
-    setup = parse_label_config(label_config)
     samples = write_demo_images(document_root / SAMPLES_FOLDER)
-    project_id = client.create_project(title, label_config)["id"]
-    client.add_local_storage(project_id, str(document_root / SAMPLES_FOLDER), title="demo images")
-    client.import_tasks(project_id, sample_tasks(samples, SAMPLES_FOLDER, setup))
-    task_ids = tuple(task["id"] for task in client.tasks(project_id))
-    if len(task_ids) != len(samples):
-        raise LabelStudioError(f"imported {len(samples)} tasks but the project holds {len(task_ids)}")
-    ml_backend_id = client.connect_ml_backend(project_id, backend_url)["id"]
-    return DemoProject(project_id, ml_backend_id, task_ids, tuple(samples))
-
-
-def find_or_set_up_project(
-    client: LabelStudioClient,
-    label_config: str,
-    document_root: Path,
-    backend_url: str,
-    title: str,
-) -> DemoProject:
-    """The project titled `title` with its backend pointed at `backend_url`; set up when there is none.
-
-    A demo run on a reused data folder thus finds the project of the previous run instead of
-    adding one per run. The sample images are rewritten (same names, same pixels).
-    """
-    existing = client.projects_titled(title)
-    if not existing:
-        return set_up_project(client, label_config, document_root, backend_url, title)
-    project_id = existing[0]["id"]
-    samples = write_demo_images(document_root / SAMPLES_FOLDER)
+    existing = client.projects_titled(title) if reuse_by_title else []
+    if existing:
+        project_id = existing[0]["id"]
+    else:
+        project_id = client.create_project(title, label_config)["id"]
+        client.add_local_storage(project_id, str(document_root / SAMPLES_FOLDER), title="demo images")
+        client.import_tasks(project_id, sample_tasks(samples, SAMPLES_FOLDER, parse_label_config(label_config)))
     task_ids = tuple(task["id"] for task in client.tasks(project_id))
     if len(task_ids) != len(samples):
         raise LabelStudioError(
-            f"project {project_id} ({title!r}) holds {len(task_ids)} tasks, not the {len(samples)} samples; "
-            "delete it in Label Studio and run the demo again"
+            f"project {project_id} ({title!r}) holds {len(task_ids)} tasks, not the {len(samples)} samples"
+            + ("; delete it in Label Studio and run the demo again" if existing else "")
         )
-    connected = client.ml_backends(project_id)
+    connected = client.ml_backends(project_id) if existing else []
     if connected:
         ml_backend_id = connected[0]["id"]
         client.update_ml_backend(ml_backend_id, project_id, backend_url)
@@ -318,9 +303,11 @@ def _run_demo(label_studio: str | None, data_dir: Path, port: int | None, model:
         client = LabelStudioClient(label_studio_server.url, token)
         title, interactive_title = project_titles(choice.is_stand_in)
         document_root = label_studio_server.document_root
-        project = find_or_set_up_project(client, label_config, document_root, backend.url, title)
+        project = set_up_project(client, label_config, document_root, backend.url, title, reuse_by_title=True)
         interactive_config = INTERACTIVE_CONFIG.read_text(encoding="utf-8")
-        interactive = find_or_set_up_project(client, interactive_config, document_root, backend.url, interactive_title)
+        interactive = set_up_project(
+            client, interactive_config, document_root, backend.url, interactive_title, reuse_by_title=True
+        )
         predicted_tasks = {prediction["task"] for prediction in client.predictions(project.project_id)}
         if predicted_tasks >= set(project.task_ids):
             print("Every task holds a prediction from an earlier run: nothing to retrieve.")
