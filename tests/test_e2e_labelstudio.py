@@ -28,24 +28,14 @@ import requests
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from mlcdseg.demo.run import (
-    SAMPLES_FOLDER,
-    DemoProject,
-    prediction_problems,
-    set_up_project,
-)
+from mlcdseg.demo.run import SAMPLES_FOLDER, DemoProject, prediction_problems, set_up_project
 from mlcdseg.demo.scenes import SCENES, DemoSample, write_demo_images
 from mlcdseg.errors import LabelStudioError, ServiceStartError
-from mlcdseg.evaluation.metrics import PRECISION_THRESHOLDS
-from mlcdseg.labelstudio.client import JsonObject, LabelStudioClient
 from mlcdseg.labelstudio.export_source import open_export_source
-from mlcdseg.labelstudio.local_server import (
-    REPO_ROOT,
-    BackendServer,
-    LabelStudioServer,
-    find_label_studio,
-)
+from mlcdseg.labelstudio.client import JsonObject, LabelStudioClient
+from mlcdseg.labelstudio.local_server import REPO_ROOT, BackendServer, LabelStudioServer, find_label_studio
 from mlcdseg.masks.codecs import decode_brush_rle, encode_brush_rle
+from mlcdseg.evaluation.metrics import PRECISION_THRESHOLDS
 from mlcdseg.model.loading import STAND_IN_VERSION_PREFIX
 from mlcdseg.model.stand_in import colour_rule_mask
 

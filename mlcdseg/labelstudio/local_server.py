@@ -21,7 +21,6 @@ from types import TracebackType
 from typing import TypeVar
 
 import requests
-from typing_extensions import Self
 
 from mlcdseg.errors import LabelStudioError, ServiceStartError
 
@@ -188,7 +187,7 @@ class ManagedProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def __enter__(self) -> Self:
+    def __enter__(self: ServiceT) -> ServiceT:
         self.start()
         return self
 

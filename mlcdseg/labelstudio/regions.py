@@ -15,12 +15,7 @@ import numpy as np
 
 from mlcdseg.errors import MaskFormatError
 from mlcdseg.labelstudio.label_config import MASK_CONTROL_KINDS, MaskControl
-from mlcdseg.masks.codecs import (
-    decode_brush_rle,
-    encode_brush_rle,
-    mask_to_polygons,
-    polygons_to_mask,
-)
+from mlcdseg.masks.codecs import decode_brush_rle, encode_brush_rle, mask_to_polygons, polygons_to_mask
 
 Region = dict[str, Any]
 MASK_REGION_TYPES = frozenset(f"{kind}labels" for kind in MASK_CONTROL_KINDS.values())
