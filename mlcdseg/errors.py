@@ -6,6 +6,31 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+#: The most characters of a library's own message that an mlcdseg error quotes.
+LIBRARY_REASON_CHARS = 300
+
+
+def library_reason(error: BaseException, limit: int = LIBRARY_REASON_CHARS) -> str:
+    """The essential part of a library's (often many-line) message, on one line of at most `limit` characters.
+
+    Libraries such as transformers put the cause on the first line and advice and links after it:
+    the message's first non-blank line is kept, then the following lines while they still fit;
+    a first line longer than `limit` is cut with an ellipsis.
+    """
+    lines = [" ".join(line.split()) for line in str(error).splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return type(error).__name__
+    reason = lines[0]
+    if len(reason) > limit:
+        return reason[: limit - 1].rstrip() + "…"
+    for line in lines[1:]:
+        if len(reason) + 1 + len(line) > limit:
+            break
+        reason = f"{reason} {line}"
+    return reason
+
+
 class MlcdsegError(Exception):
     """Base class of every error that mlcdseg reports to a user as one line."""
 

@@ -18,7 +18,7 @@ import os
 import pickle
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,55 +39,7 @@ from mlcdseg.evaluation.metrics import PRECISION_THRESHOLDS
 from mlcdseg.model.loading import STAND_IN_VERSION_PREFIX
 from mlcdseg.model.stand_in import colour_rule_mask
 
-SKIP_VARIABLE = "MLCDSEG_SKIP_LABELSTUDIO"
 LABEL_CONFIG_DIR = REPO_ROOT / "label_config"
-
-
-@pytest.fixture(scope="session")
-def label_studio_executable() -> Path:
-    """The label-studio executable; fails (does not skip) when it is missing, unless opted out."""
-    if os.environ.get(SKIP_VARIABLE) == "1":
-        pytest.skip(f"{SKIP_VARIABLE}=1: Label Studio end-to-end tests skipped on request")
-    try:
-        return find_label_studio()
-    except LabelStudioError as error:
-        missing = str(error)
-    pytest.fail(
-        f"{missing}\n`make test` installs Label Studio into .venv-labelstudio; "
-        f"set {SKIP_VARIABLE}=1 to skip these tests instead.",
-        pytrace=False,
-    )
-
-
-@pytest.fixture(scope="session")
-def label_studio(
-    label_studio_executable: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LabelStudioServer]:
-    """A running Label Studio on a free loopback port with a fresh SQLite database."""
-    with LabelStudioServer(
-        tmp_path_factory.mktemp("label-studio"), executable=label_studio_executable
-    ) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def backend(
-    label_studio: LabelStudioServer, stand_in_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[BackendServer]:
-    """Our backend under gunicorn, serving the stand-in and fetching images from Label Studio."""
-    with BackendServer(
-        stand_in_model_dir,
-        tmp_path_factory.mktemp("backend"),
-        label_studio_url=label_studio.url,
-        label_studio_api_key=label_studio.token,
-    ) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def client(label_studio: LabelStudioServer) -> LabelStudioClient:
-    """A REST client authenticated with the session user's legacy token."""
-    return LabelStudioClient(label_studio.url, label_studio.token)
 
 
 @dataclass(frozen=True)
@@ -528,7 +480,7 @@ def test_demo_once_without_a_gpu_serves_the_stand_in_says_so_and_exits_zero(
         env=environment,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
 
@@ -578,3 +530,17 @@ def test_a_label_studio_that_never_answers_is_stopped_after_the_timeout(tmp_path
 
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)
+
+
+@pytest.mark.labelstudio
+def test_the_demo_finds_its_project_by_title_instead_of_adding_one_per_run(
+    client: LabelStudioClient, label_studio: LabelStudioServer, backend: BackendServer
+) -> None:
+    config = (LABEL_CONFIG_DIR / "expressions.xml").read_text(encoding="utf-8")
+    title = "e2e demo run twice"
+    first = set_up_project(client, config, label_studio.document_root, backend.url, title, reuse_by_title=True)
+    second = set_up_project(client, config, label_studio.document_root, backend.url, title, reuse_by_title=True)
+
+    assert second == first
+    assert [project["id"] for project in client.projects_titled(title)] == [first.project_id]
+    assert [ml_backend["url"] for ml_backend in client.ml_backends(first.project_id)] == [backend.url]

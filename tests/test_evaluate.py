@@ -245,7 +245,7 @@ def test_latest_submitted_annotation_is_the_human_mask_and_cancelled_ones_are_ig
     assert result["overall"]["gIoU"] == 1.0 and list(result["by_annotator"]) == ["2"]
     only_cancelled = _annotated(captured_task, [cancelled])
     result = evaluate_file(write_export(tmp_path, [only_cancelled]), tmp_path / "out2")
-    assert result["skipped"] == [{"task_id": 7, "reason": "every annotation was cancelled"}]
+    assert result["skipped"] == [{"task_id": 7, "code": "cancelled", "reason": "every annotation was cancelled"}]
 
 
 def test_ground_truth_mode_uses_the_ground_truth_annotation(tmp_path, captured_task):
@@ -256,7 +256,7 @@ def test_ground_truth_mode_uses_the_ground_truth_annotation(tmp_path, captured_t
     path = write_export(tmp_path, [_annotated(captured_task, [truth, newer]), no_truth])
     result = evaluate_file(path, tmp_path / "out", annotation="ground-truth")
     assert result["overall"]["gIoU"] == pytest.approx(0.5) and result["overall"]["samples"] == 1
-    assert result["skipped"] == [{"task_id": 8, "reason": "no ground-truth annotation"}]
+    assert result["skipped"] == [{"task_id": 8, "code": "no-ground-truth", "reason": "no ground-truth annotation"}]
 
 
 def test_all_mode_gives_each_annotator_a_sample(tmp_path, captured_task):
@@ -313,7 +313,7 @@ def test_captured_snapshot_export_evaluates(fixtures_dir, tmp_path, capsys):
     result = json.loads((outdir / "report.json").read_text())
     assert result["overall"]["samples"] == 1 and result["overall"]["cIoU"] == 1.0
     assert result["by_model_version"]["textseg-0.1"]["gIoU"] == 1.0
-    assert result["skipped"] == [{"task_id": 2, "reason": "no annotation"}, {"task_id": 3, "reason": "no annotation"}]
+    assert result["skipped"] == [{"task_id": 2, "code": "no-annotation", "reason": "no annotation"}, {"task_id": 3, "code": "no-annotation", "reason": "no annotation"}]
     (row,) = read_rows(outdir)
     assert int(row["human_area"]) > 0 and row["human_area"] == row["model_area"] == row["intersection"]
     assert "3 tasks, 1 samples, 2 skipped" in capsys.readouterr().out
@@ -538,3 +538,38 @@ def test_a_human_mask_is_decoded_once_and_shared_read_only(captured_task):
     (sample,), _ = human_samples(item, SampleSettings())
     assert sample.mask() is sample.mask((HEIGHT, WIDTH))  # every model version compares against one decode
     assert not sample.mask().flags.writeable
+
+
+def test_an_export_that_scores_no_sample_says_why_by_skip_code_and_exits_non_zero(fixtures_dir, tmp_path, capsys):
+    tasks = json.loads((fixtures_dir / "export_snapshot_full_predictions.json").read_text())
+    for task in tasks:
+        if task["annotations"]:
+            task["predictions"] = []  # the annotated task loses its prediction; the others have no annotation
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(tasks))
+
+    assert run_cli(str(path), "-o", str(tmp_path / "out")) == 1
+
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    assert error.startswith("mlcdseg: error: no sample was scored; 2 no-annotation (e.g. task 2: no annotation); ")
+    assert "1 no-prediction (e.g. task 1: no prediction)" in error
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["skipped_by_code"]["no-annotation"]["count"] == 2
+
+
+def test_the_annotators_lead_time_reaches_samples_csv_and_the_review(fixtures_dir, tmp_path):
+    tasks = json.loads((fixtures_dir / "export_snapshot_full_predictions.json").read_text())
+    annotated = next(task for task in tasks if task["annotations"])
+    annotated["annotations"][0]["lead_time"] = 12.5  # Label Studio's seconds spent on the annotation
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(tasks))
+
+    assert run_cli(str(path), "-o", str(tmp_path / "out")) == 0
+
+    (row,) = read_rows(tmp_path / "out")
+    assert row["lead_time"] == "12.5"
+    review = json.loads((tmp_path / "out" / "report.json").read_text())["review"]
+    accepted = review["by_model_version"]["textseg-0.1"]["accepted"]
+    assert accepted["count"] == 1 and accepted["median_lead_time_s"] == pytest.approx(12.5, rel=0.01)
+    assert "Review: what the pre-annotations saved" in (tmp_path / "out" / "report.html").read_text()

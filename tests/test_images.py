@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from mlcdseg.errors import ImageDecodeError
-from mlcdseg.masks.images import load_image, mask_image, overlay_mask
+from mlcdseg.masks.images import load_image, mask_image, mask_outline, overlay_mask
 
 RED = (255, 0, 0)
 GREY = (128, 128, 128)
@@ -240,3 +240,12 @@ def test_an_image_load_image_made_is_not_decoded_again_but_a_size_limit_still_ap
     with pytest.raises(ImageDecodeError, match="over the limit"):
         load_image(decoded, max_pixels=100)
     assert load_image(decoded.convert("L")) is not decoded
+
+
+def test_mask_outline_is_the_masks_boundary_inside_it_at_the_given_thickness():
+    mask = np.zeros((7, 7), dtype=bool)
+    mask[1:6, 1:6] = True
+    outline = mask_outline(mask)
+    assert outline.sum() == 16 and not outline[3, 3] and outline[1, 3] and not (outline & ~mask).any()
+    assert mask_outline(mask, thickness=2).sum() == 24  # everything but the centre pixel
+    assert not mask_outline(np.zeros((3, 3), dtype=bool)).any()

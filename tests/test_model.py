@@ -12,7 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from mlcdseg.errors import ExpressionError, GpuOutOfMemoryError, ModelLoadError, ModelNotFoundError
+from mlcdseg.errors import (
+    LIBRARY_REASON_CHARS,
+    ExpressionError,
+    GpuOutOfMemoryError,
+    ModelLoadError,
+    ModelNotFoundError,
+    library_reason,
+)
 from mlcdseg.masks.images import load_image
 from mlcdseg.model.loading import load_model
 from mlcdseg.model.prompts import DEFAULT_PROMPT_TEMPLATE, build_prompt, is_full_prompt
@@ -401,3 +408,34 @@ def test_predict_many_checks_every_expression_before_the_model_runs(stand_in_seg
     with pytest.raises(ExpressionError):
         stand_in_segmenter.predict_many(_scene(), ["the red square", "..."])
     assert calls == []
+
+
+GATED_REPO_MESSAGE = """You are trying to access a gated repo.
+Make sure to have access to it at https://huggingface.co/DeepGlint-AI/MLCD-Seg-7B.
+401 Client Error. (Request ID: Root=1-6748a2f1-0a1b2c3d4e5f60718293a4b5;5f0c2a7e-8d1b-4c3e-9f2a-1b2c3d4e5f60)
+
+Cannot access gated repo for url https://huggingface.co/DeepGlint-AI/MLCD-Seg-7B/resolve/main/config.json.
+Access to model DeepGlint-AI/MLCD-Seg-7B is restricted. You must have access to it and be authenticated to access it. Please log in."""
+
+
+def test_a_library_message_of_many_lines_is_shortened_to_its_first_lines_on_one_line():
+    reason = library_reason(OSError(GATED_REPO_MESSAGE))
+
+    assert "\n" not in reason and len(reason) <= LIBRARY_REASON_CHARS
+    assert reason.startswith("You are trying to access a gated repo. Make sure to have access to it at https://")
+    assert library_reason(OSError("x" * 1000)) == "x" * (LIBRARY_REASON_CHARS - 1) + "…"
+    assert library_reason(OSError("")) == "OSError"
+
+
+def test_a_model_loading_error_quotes_the_library_within_its_limit(monkeypatch):
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise OSError(GATED_REPO_MESSAGE)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
+    with pytest.raises(ModelNotFoundError) as raised:
+        load_model("DeepGlint-AI/MLCD-Seg-7B", device="cpu")
+    message = str(raised.value)
+    assert "\n" not in message and "gated repo" in message and "huggingface-cli download" in message
+    assert "Please log in" not in message and len(message) <= LIBRARY_REASON_CHARS + 300

@@ -454,6 +454,7 @@ def test_empty_human_masks_go_to_no_target_json(run, tmp_path, captured):
         "tokens": ["the", "unicorn"],
         "task_id": json.loads(source.read_text())[0]["id"],
         "iou": 0.0,
+        "model_version": MODEL_VERSION,
         "image_id": 7,
         "file_name": "a.png",
         "split": "val",
@@ -593,20 +594,44 @@ def test_a_failed_export_leaves_an_earlier_dataset_untouched(run, refer_root, tm
     assert {path.name: path.read_bytes() for path in (tmp_path / "out" / "refcoco").iterdir()} == before
 
 
-def test_several_model_versions_need_a_choice(run, tmp_path, captured):
-    task = copy.deepcopy(captured[0])
-    task["data"]["expression"] = "red"
-    second = copy.deepcopy(task["predictions"][0])
-    second.update(id=99, model_version="other@2")
-    task["predictions"].append(second)
-    source = write_json(tmp_path / "export.json", [task])
+def _with_prediction(task: dict, model_version: str, updated_at: str, regions: list) -> dict:
+    """A copy of the first prediction of `task`, as model version `model_version`, last updated at `updated_at`."""
+    prediction = copy.deepcopy(task["predictions"][0])
+    prediction.update(id=next(_ids), model_version=model_version, result=regions, created_at=updated_at, updated_at=updated_at)
+    return prediction
 
-    status, _, err = run("export-refcoco", source, "-o", tmp_path / "out")
-    assert "several model versions (other@2, textseg-0.1)" in _one_line_error(status, err)
-    assert not (tmp_path / "out").exists()
 
-    status, out, err = run("export-refcoco", source, "-o", tmp_path / "out", "--model-version", "other@2")
+def test_an_export_of_two_model_versions_scores_each_task_by_its_newest_prediction(run, tmp_path, captured):
+    """Task 1's newest prediction is other@2 (empty: IoU 0); task 2's newest is the original (IoU 1)."""
+    first, second = copy.deepcopy(captured[0]), copy.deepcopy(captured[0])
+    original = first["predictions"][0]["model_version"]
+    first["annotations"][0]["result"] = copy.deepcopy(first["predictions"][0]["result"])
+    second["annotations"][0]["result"] = copy.deepcopy(first["predictions"][0]["result"])
+    first.update(id=next(_ids), data={**first["data"], "expression": "red"})
+    second.update(id=next(_ids), data={**second["data"], "expression": "the red one"})
+    first["predictions"] = [
+        _with_prediction(first, original, "2026-01-01T00:00:00Z", first["predictions"][0]["result"]),
+        _with_prediction(first, "other@2", "2026-02-01T00:00:00Z", []),
+    ]
+    second["predictions"] = [
+        _with_prediction(second, "other@2", "2026-01-01T00:00:00Z", []),
+        _with_prediction(second, original, "2026-02-01T00:00:00Z", second["predictions"][0]["result"]),
+    ]
+    source = write_json(tmp_path / "export.json", [first, second])
+
+    status, out, err = run("export-refcoco", source, "-o", tmp_path / "newest")
+    assert status == 0, err
+    assert "newest prediction among 2 model versions" in out
+    sentences = {s["task_id"]: s for ref in load_like_refer(tmp_path / "newest")["refs"] for s in ref["sentences"]}
+    assert {task_id: (s["model_version"], s["iou"]) for task_id, s in sentences.items()} == {
+        first["id"]: ("other@2", 0.0),
+        second["id"]: (original, 1.0),
+    }
+
+    status, out, err = run("export-refcoco", source, "-o", tmp_path / "chosen", "--model-version", "other@2")
     assert status == 0 and "IoU of model version other@2" in out, err
+    sentences = [s for ref in load_like_refer(tmp_path / "chosen")["refs"] for s in ref["sentences"]]
+    assert [(s["model_version"], s["iou"]) for s in sentences] == [("other@2", 0.0)] * 2
 
 
 # ---------------------------------------------------------------- format pieces

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from PIL import Image
@@ -75,6 +76,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def skip_summary(skipped_by_code: dict[str, dict], shown: int = 3) -> str:
+    """The main skip reasons on one line: count and code of the `shown` most common, one example each."""
+    if not skipped_by_code:
+        return "the export holds no task"
+    parts = [
+        f"{entry['count']} {code} (e.g. task {entry['example']['task_id']}: {entry['example']['reason']})"
+        for code, entry in list(skipped_by_code.items())[:shown]
+    ]
+    rest = sum(entry["count"] for entry in list(skipped_by_code.values())[shown:])
+    return "; ".join(parts) + (f"; {rest} more for other reasons" if rest else "")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run `mlcdseg evaluate` from parsed arguments; print a summary; MlcdsegError on failure."""
     with opened_export_source(args) as (source, settings):
@@ -84,6 +97,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     summary = result["source"]
     print(f"{summary['tasks']} tasks, {summary['samples']} samples, {summary['skipped']} skipped")
+    if summary["samples"] == 0:
+        print(f"mlcdseg: error: no sample was scored; {skip_summary(result['skipped_by_code'])}", file=sys.stderr)
+        return 1
+    if summary["skipped"]:
+        print(f"skipped: {skip_summary(result['skipped_by_code'])}")
     for version, metrics in result["by_model_version"].items():
         print(f"{version}: cIoU {report.percent(metrics['cIoU'])}  gIoU {report.percent(metrics['gIoU'])}  "
               f"Pr@0.5 {report.percent(metrics['precision@0.5'])}  ({metrics['samples']} samples)")

@@ -43,9 +43,10 @@ ROOT/DATASET/, all or nothing:
 
   refs(SPLIT_BY).p  one ref per human-masked object; tasks showing the same image and the same
                     mask (bit for bit) with different expressions are one ref with several
-                    sentences {{sent_id, sent, raw, tokens, task_id, iou}}; iou is the model mask's
-                    IoU against the human mask, where the task has a prediction of the model
-                    version (--model-version, default: the only one in the export)
+                    sentences {{sent_id, sent, raw, tokens, task_id, iou, model_version}}; iou is
+                    the model mask's IoU against the human mask, where the task has a prediction:
+                    of --model-version, else the task's newest (model_version names which); the
+                    human masks are the dataset whatever model versions the export holds
   instances.json    COCO images, annotations (segmentation [RLE with counts as str], area, bbox,
                     iscrowd 0) and categories (one per mask label, ids from 1)
   {COCO_FILE:<17} the same for pycocotools.coco.COCO (segmentation = the RLE itself)
@@ -104,7 +105,7 @@ def register_export_refcoco(subparsers: argparse._SubParsersAction) -> argparse.
     _add_dataset_arguments(parser)
     parser.add_argument("--default-split", default="val", help="split of tasks without one (default: val)")
     add_export_source_arguments(
-        parser, model_version_help="model version whose IoU the sentences carry (default: the only one in the export)"
+        parser, model_version_help="model version whose IoU the sentences carry (default: each task's newest prediction)"
     )
     parser.set_defaults(handler=_run_export)
     return parser
@@ -148,7 +149,12 @@ def _run_export(arguments: argparse.Namespace) -> int:
             split_by=arguments.split_by,
             default_split=arguments.default_split,
         )
-    iou = f", IoU of model version {summary['model_version']}" if summary["model_version"] else ""
+    if summary["model_version"]:
+        iou = f", IoU of model version {summary['model_version']}"
+    elif len(summary["model_versions_seen"]) > 1:
+        iou = f", IoU of each task's newest prediction among {len(summary['model_versions_seen'])} model versions"
+    else:
+        iou = ""
     print(
         f"wrote {summary['refs']} refs ({summary['sentences']} sentences{iou}) on {summary['images']} images "
         f"and {summary['no_target']} no-target samples to {Path(arguments.output) / arguments.dataset}"

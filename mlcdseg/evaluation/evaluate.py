@@ -17,7 +17,7 @@ import math
 import multiprocessing
 import os
 import sys
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
@@ -32,6 +32,7 @@ from mlcdseg.labelstudio.export_source import ExportSource
 from mlcdseg.evaluation.samples import SampleSettings, human_samples, model_predictions
 from mlcdseg.labelstudio.tasks import Skip, SkipCode, Unusable, malformed_task_skip
 from mlcdseg.evaluation.metrics import RefSegMeter
+from mlcdseg.evaluation.review import ReviewMeter
 from mlcdseg.evaluation.scoring import ScoredSample, ComparedSample, compare
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,10 @@ class EvaluationTotals:
         }
         self.histograms: defaultdict[str, list[int]] = defaultdict(lambda: [0] * HISTOGRAM_BINS)
         self.worst = WorstSamples(worst_count)
+        self.review = ReviewMeter()
         self.skipped: list[Skip] = []
+        self.skip_counts: Counter[SkipCode] = Counter()
+        self.skip_examples: dict[SkipCode, Skip] = {}
         self.versions_seen: set[str] = set()
 
     def add(self, chunk: ChunkResult) -> None:
@@ -179,9 +183,13 @@ class EvaluationTotals:
             for meter in meters:
                 meter.update_counts(*counts)
             self.histograms[sample.model_version][min(int(sample.iou * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
+            self.review.update(sample.model_version, sample.annotator, sample.iou, sample.lead_time)
         self.tasks += chunk.tasks
         self.samples += len(chunk.samples)
         self.skipped.extend(chunk.skipped)
+        for skip in chunk.skipped:
+            self.skip_counts[skip.code] += 1
+            self.skip_examples.setdefault(skip.code, skip)
         self.versions_seen |= chunk.versions_seen
 
     def report(self, source: dict[str, Any]) -> dict[str, Any]:
@@ -194,8 +202,13 @@ class EvaluationTotals:
             **{f"by_{name}": {str(k): m.compute() for k, m in sorted(self.groups[name].items())}
                for name in ("split", "model_version", "annotator")},
             "by_model_version_and_split": table,
+            "review": self.review.compute(),
             "iou_histogram": {"bins": HISTOGRAM_BINS, "counts": dict(sorted(self.histograms.items()))},
             "skipped": [skip.record() for skip in self.skipped],
+            "skipped_by_code": {
+                code.value: {"count": count, "example": self.skip_examples[code].record()}
+                for code, count in self.skip_counts.most_common()
+            },
             "source": {**source, "tasks": self.tasks, "samples": self.samples, "skipped": len(self.skipped),
                        "model_versions_seen": sorted(self.versions_seen)},
         }

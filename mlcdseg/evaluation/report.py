@@ -21,19 +21,27 @@ from PIL import Image
 
 from mlcdseg.errors import MlcdsegError
 from mlcdseg.evaluation.metrics import FRACTION_KEYS, PRECISION_THRESHOLDS
+from mlcdseg.evaluation.review import OUTCOMES
+from mlcdseg.masks.images import mask_image, mask_outline
 
 if TYPE_CHECKING:
     from mlcdseg.evaluation.scoring import ComparedSample
 
 SAMPLE_COLUMNS = (
     "task_id", "expression", "split", "model_version", "annotator",
-    "intersection", "union", "iou", "human_area", "model_area",
+    "intersection", "union", "iou", "human_area", "model_area", "lead_time",
 )
-#: Overlay colours: both masks, human only (missed by the model), model only (extra).
-BOTH_COLOUR, HUMAN_ONLY_COLOUR, MODEL_ONLY_COLOUR = (250, 204, 21), (37, 99, 235), (220, 38, 38)
+#: Overlay contour colours, fixed and unlike each other: the model's mask, the human's, and where
+#: both boundaries coincide. Contours leave the image's own colours untouched inside the masks.
+MODEL_COLOUR, HUMAN_COLOUR, BOTH_COLOUR = (255, 0, 255), (0, 230, 255), (255, 225, 0)
+OVERLAY_KEY = ((MODEL_COLOUR, "model"), (HUMAN_COLOUR, "human"), (BOTH_COLOUR, "both"))
+CONTOUR_PIXELS = 2
 ImageLoader = Callable[[str], Image.Image]
-#: Margins of every plot in px (left: y ticks, right: the legend, top, bottom: x ticks and title).
-_PLOT_MARGINS = (44, 150, 12, 36)
+#: Margins of every plot's axes in px (left: y ticks and label, right, top, bottom: x ticks and
+#: label); the legend goes below the axes, one line per series, so long names are never cut.
+_PLOT_MARGINS = (58, 16, 12, 40)
+_LEGEND_LINE = 16
+_TICK_CHAR_PX = 6.5  # the widest average character of the 11 px tick font
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563")
 
 
@@ -58,26 +66,29 @@ def write_json(stream: IO[str], content: Mapping[str, Any]) -> None:
 def overlay_data_uri(
     human_mask: np.ndarray, model_mask: np.ndarray, image: Image.Image | None, max_side: int = 320
 ) -> str:
-    """A PNG data URI of both bool (H, W) masks, over the image when given, at most max_side px.
+    """A PNG data URI of both bool (H, W) masks' contours, over the image when given, at most max_side px.
 
-    Colours: BOTH_COLOUR where the masks agree, HUMAN_ONLY_COLOUR where only the human mask is,
-    MODEL_ONLY_COLOUR where only the model mask is.
+    Contours CONTOUR_PIXELS wide, drawn at the picture's size: MODEL_COLOUR for the model's mask,
+    HUMAN_COLOUR for the human's, BOTH_COLOUR where the two coincide; the image shows unchanged
+    (a dark grey background without one).
     """
     height, width = human_mask.shape
     scale = min(1.0, max_side / max(height, width))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    labels = human_mask.astype(np.uint8) + 2 * model_mask.astype(np.uint8)
-    labels = np.asarray(Image.fromarray(labels, mode="L").resize(size, Image.Resampling.NEAREST))
+    human_small, model_small = (
+        np.asarray(mask_image(mask).resize(size, Image.Resampling.NEAREST)) > 0 for mask in (human_mask, model_mask)
+    )
     if image is None:
-        base = np.full((size[1], size[0], 3), 40, dtype=np.float32)
+        picture = np.full((size[1], size[0], 3), 40, dtype=np.uint8)
     else:
-        base = np.asarray(image.convert("RGB").resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
-    picture = base * 0.6
-    for label, colour in ((1, HUMAN_ONLY_COLOUR), (2, MODEL_ONLY_COLOUR), (3, BOTH_COLOUR)):
-        where = labels == label
-        picture[where] = base[where] * 0.35 + np.array(colour, dtype=np.float32) * 0.65
+        picture = np.array(image.convert("RGB").resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
+    human_outline = mask_outline(human_small, CONTOUR_PIXELS)
+    model_outline = mask_outline(model_small, CONTOUR_PIXELS)
+    picture[human_outline] = HUMAN_COLOUR
+    picture[model_outline] = MODEL_COLOUR
+    picture[human_outline & model_outline] = BOTH_COLOUR
     buffer = io.BytesIO()
-    Image.fromarray(np.rint(picture).astype(np.uint8), mode="RGB").save(buffer, format="PNG", optimize=True)
+    Image.fromarray(picture, mode="RGB").save(buffer, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -127,20 +138,51 @@ def _svg_frame(width: int, height: int, title: str, body: Sequence[str]) -> str:
     )
 
 
-def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
-    """Colour swatches with the series names, one per line from (x, y)."""
+def _legend(names: Sequence[str], x: float, y: float, width: float) -> list[str]:
+    """Colour swatches with the series names, one per line from (x, y); a name longer than the
+    picture's `width` leaves room for is shortened with an ellipsis (the full name is its tooltip)."""
     items = []
+    most_chars = max(8, int((width - x - 14) / _TICK_CHAR_PX))
     for index, name in enumerate(names):
-        top = y + 16 * index
+        top = y + _LEGEND_LINE * index
+        shown = name if len(name) <= most_chars else name[: most_chars - 1] + "…"
         items.append(f'<rect x="{x}" y="{top}" width="10" height="10" fill="{PALETTE[index % len(PALETTE)]}"/>')
-        items.append(f'<text x="{x + 14}" y="{top + 9}" class="tick">{html.escape(name)}</text>')
+        items.append(
+            f'<text x="{x + 14}" y="{top + 9}" class="tick legend"><title>{html.escape(name)}</title>'
+            f"{html.escape(shown)}</text>"
+        )
     return items
 
 
-def svg_histogram(counts: Mapping[str, Sequence[int]], width: int = 520, height: int = 260) -> str:
-    """Grouped bar chart of per-sample IoU counts in equal bins over [0, 1], one series per version."""
+def _plot_height(axes_height: int, series: int) -> int:
+    """The height of a plot whose axes take `axes_height` px, with a legend line per series below."""
+    return axes_height + 8 + _LEGEND_LINE * series
+
+
+def _axis_labels(x_label: str, y_label: str, left: int, top: int, plot_width: float, plot_height: float) -> list[str]:
+    """The x axis label under the tick labels and the y axis label, turned, left of the tick labels."""
+    x_label_y = top + plot_height + 34
+    y_centre = top + plot_height / 2
+    return [
+        (
+            f'<text x="{left + plot_width / 2:.1f}" y="{x_label_y:.1f}" class="tick axis-label" text-anchor="middle">'
+            f"{html.escape(x_label)}</text>"
+        ),
+        (
+            f'<text x="12" y="{y_centre:.1f}" class="tick axis-label" text-anchor="middle" '
+            f'transform="rotate(-90 12 {y_centre:.1f})">{html.escape(y_label)}</text>'
+        ),
+    ]
+
+
+def svg_histogram(counts: Mapping[str, Sequence[int]], width: int = 520, axes_height: int = 260) -> str:
+    """Grouped bar chart of per-sample IoU counts in equal bins over [0, 1], one series per version.
+
+    The axes take `axes_height` px; the legend (one line per version) goes below them.
+    """
     left, right, top, bottom = _PLOT_MARGINS
-    plot_width, plot_height = width - left - right, height - top - bottom
+    plot_width, plot_height = width - left - right, axes_height - top - bottom
+    height = _plot_height(axes_height, len(counts))
     bins = len(next(iter(counts.values()), [0] * 10))
     tallest = max((max(series) for series in counts.values()), default=0) or 1
     body = [f'<line x1="{left}" y1="{top + plot_height}" x2="{left + plot_width}" y2="{top + plot_height}" class="axis"/>']
@@ -156,19 +198,25 @@ def svg_histogram(counts: Mapping[str, Sequence[int]], width: int = 520, height:
             )
     for bin_index in range(0, bins + 1, max(1, bins // 5)):
         x = left + bin_index * slot
-        body.append(f'<text x="{x:.1f}" y="{height - 18}" class="tick" text-anchor="middle">{bin_index / bins:.1f}</text>')
+        body.append(f'<text x="{x:.1f}" y="{top + plot_height + 16}" class="tick" text-anchor="middle">{bin_index / bins:.1f}</text>')
     for tick in sorted({0, tallest // 2, tallest}):  # whole counts only, each once
         y = top + plot_height * (1 - tick / tallest)
         body.append(f'<text x="{left - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{tick}</text>')
-    body.append(f'<text x="{left + plot_width / 2}" y="{height - 2}" class="tick" text-anchor="middle">IoU</text>')
-    body += _legend(list(counts), left + plot_width + 12, top)
+    body += _axis_labels("IoU of the model mask against the human mask", "samples", left, top, plot_width, plot_height)
+    body += _legend(list(counts), left, axes_height + 4, width)
     return _svg_frame(width, height, "Histogram of per-sample IoU", body)
 
 
-def svg_precision_curve(metrics_by_version: Mapping[str, Mapping[str, Any]], width: int = 520, height: int = 260) -> str:
-    """Precision@k for k in PRECISION_THRESHOLDS, one line per model version, in percent."""
+def svg_precision_curve(
+    metrics_by_version: Mapping[str, Mapping[str, Any]], width: int = 520, axes_height: int = 260
+) -> str:
+    """Precision@k for k in PRECISION_THRESHOLDS, one line per model version, in percent.
+
+    The axes take `axes_height` px; the legend (one line per version) goes below them.
+    """
     left, right, top, bottom = _PLOT_MARGINS
-    plot_width, plot_height = width - left - right, height - top - bottom
+    plot_width, plot_height = width - left - right, axes_height - top - bottom
+    height = _plot_height(axes_height, len(metrics_by_version))
     low, high = PRECISION_THRESHOLDS[0], PRECISION_THRESHOLDS[-1]
     body = [f'<rect x="{left}" y="{top}" width="{plot_width}" height="{plot_height}" class="frame"/>']
     for value in (0, 25, 50, 75, 100):
@@ -177,8 +225,8 @@ def svg_precision_curve(metrics_by_version: Mapping[str, Mapping[str, Any]], wid
         body.append(f'<text x="{left - 6}" y="{y + 4}" class="tick" text-anchor="end">{value}%</text>')
     for threshold in PRECISION_THRESHOLDS:
         x = left + plot_width * (threshold - low) / (high - low)
-        body.append(f'<text x="{x:.1f}" y="{height - 18}" class="tick" text-anchor="middle">{threshold}</text>')
-    body.append(f'<text x="{left + plot_width / 2}" y="{height - 2}" class="tick" text-anchor="middle">IoU threshold k</text>')
+        body.append(f'<text x="{x:.1f}" y="{top + plot_height + 16}" class="tick" text-anchor="middle">{threshold}</text>')
+    body += _axis_labels("IoU threshold k", "precision@k (%)", left, top, plot_width, plot_height)
     for index, metrics in enumerate(metrics_by_version.values()):
         colour = PALETTE[index % len(PALETTE)]
         points = []
@@ -189,7 +237,7 @@ def svg_precision_curve(metrics_by_version: Mapping[str, Mapping[str, Any]], wid
                 points.append((x, top + plot_height * (1 - value)))
         body.append(f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in points)}" fill="none" stroke="{colour}" stroke-width="2"/>')
         body += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in points]
-    body += _legend(list(metrics_by_version), left + plot_width + 12, top)
+    body += _legend(list(metrics_by_version), left, axes_height + 4, width)
     return _svg_frame(width, height, "Precision at IoU threshold k", body)
 
 
@@ -225,6 +273,53 @@ def metrics_table(groups: Mapping[str, Mapping[str, Any]], label: str) -> str:
     )
 
 
+_OUTCOME_HEADINGS = {
+    "accepted": "accepted as it was (IoU ≥ 0.95)",
+    "corrected": "lightly corrected (0.5 ≤ IoU < 0.95)",
+    "redrawn": "redrawn (IoU < 0.5)",
+}
+
+
+def _seconds(value: float | None) -> str:
+    """A lead time in seconds for the page: one decimal under a minute, else minutes and seconds."""
+    if value is None:
+        return "–"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(round(value), 60)
+    return f"{minutes} min {seconds:02d} s"
+
+
+def review_table(groups: Mapping[str, Mapping[str, Any]], label: str) -> str:
+    """Per group: samples, then per review outcome its share (count) and the median lead time."""
+    head = "".join(f'<th colspan="2">{html.escape(_OUTCOME_HEADINGS[outcome])}</th>' for outcome, _ in OUTCOMES)
+    sub = "<th>share (samples)</th><th>median lead time</th>" * len(OUTCOMES)
+    rows = []
+    for group, review in groups.items():
+        cells = "".join(
+            f"<td>{percent(review[outcome]['share'])} % ({review[outcome]['count']})</td>"
+            f"<td>{_seconds(review[outcome]['median_lead_time_s'])}</td>"
+            for outcome, _ in OUTCOMES
+        )
+        rows.append(f"<tr><th>{_text(group)}</th><td>{review['samples']}</td>{cells}</tr>")
+    return (
+        f'<table class="review"><thead><tr><th rowspan="2">{html.escape(label)}</th><th rowspan="2">samples</th>'
+        f"{head}</tr><tr>{sub}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def review_section(review: Mapping[str, Any]) -> str:
+    """The page's review section: what the pre-annotations saved, by model version and by annotator."""
+    return (
+        "<h2>Review: what the pre-annotations saved</h2>"
+        "<p class='muted'>Each submitted mask against the model's pre-annotation of its task: accepted as it "
+        "was, lightly corrected or redrawn; the median lead time is the annotators' time per annotation in "
+        "that group (Label Studio's lead_time; approximate, within 1 %).</p>"
+        "<h3>By model version</h3>" + review_table(review["by_model_version"], "model version")
+        + "<h3>By annotator</h3>" + review_table(review["by_annotator"], "annotator")
+    )
+
+
 def _worst_card(view: WorstTaskView) -> str:
     """One figure of the worst-samples grid."""
     row = view.row
@@ -246,7 +341,9 @@ thead th,tbody th{background:#f3f4f6;text-align:center}tbody th{text-align:left}
 .tick{font-size:11px;fill:#374151}.grid-worst{display:flex;flex-wrap:wrap;gap:14px}
 figure{margin:0;width:320px}figure img{max-width:320px;border:1px solid #d1d5db}
 figcaption{font-size:12px}.note{color:#b45309;margin:2px 0}.muted{color:#6b7280}
-.key span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
+.key span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle;
+border:3px solid;background:#282828}
+h3{font-size:15px;margin-bottom:4px}
 """
 
 
@@ -254,9 +351,8 @@ def render_html(content: Mapping[str, Any], worst: Sequence[WorstTaskView], max_
     """The self-contained report page for a report.json `content` and its worst samples."""
     source = content["source"]
     skipped = content["skipped"]
-    colour_key = "".join(
-        f'<span style="background:rgb{colour}"></span>{label}'
-        for colour, label in ((BOTH_COLOUR, "both"), (HUMAN_ONLY_COLOUR, "human only"), (MODEL_ONLY_COLOUR, "model only"))
+    colour_key = "Contours: " + "".join(
+        f'<span style="border-color:rgb{colour}"></span>{label}' for colour, label in OVERLAY_KEY
     )
     skipped_items = "".join(f"<li>task {_text(s['task_id'])}: {_text(s['reason'])}</li>" for s in skipped[:max_skipped])
     more = f"<p class='muted'>… and {len(skipped) - max_skipped} more (see report.json)</p>" if len(skipped) > max_skipped else ""
@@ -273,6 +369,7 @@ def render_html(content: Mapping[str, Any], worst: Sequence[WorstTaskView], max_
         "<h2>Overall (%)</h2>", metrics_table({"all samples": content["overall"]}, ""),
         *(f"<h2>By {label} (%)</h2>" + metrics_table(content[key], label)
           for key, label in (("by_split", "split"), ("by_annotator", "annotator")) if content[key]),
+        review_section(content["review"]),
         "<h2>Plots</h2><div class='plots'>",
         svg_histogram(content["iou_histogram"]["counts"] or {"none": [0] * content["iou_histogram"]["bins"]}),
         svg_precision_curve(content["by_model_version"]), "</div>",

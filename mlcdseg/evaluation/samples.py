@@ -90,6 +90,8 @@ class HumanSample:
     annotator: str
     image: str | None
     regions: tuple[Region, ...]
+    #: Seconds the annotator spent on the annotation (Label Studio's `lead_time`); None when not recorded.
+    lead_time: float | None = None
 
     @property
     def image_size(self) -> tuple[int, int] | None:
@@ -217,13 +219,24 @@ def human_samples(task: JsonObject, settings: SampleSettings) -> tuple[list[Huma
                 annotator=annotator,
                 image=data_text(data, settings.image_field),
                 regions=regions,
+                lead_time=lead_time_seconds(annotation),
             )
         )
     return samples, skipped
 
 
+def lead_time_seconds(annotation: JsonObject) -> float | None:
+    """The annotation's `lead_time` (seconds spent on it) when it is a non-negative number, else None."""
+    value = annotation.get("lead_time")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        return None
+    return float(value)
+
+
 def model_predictions(task: JsonObject, settings: SampleSettings) -> tuple[dict[str, ModelPrediction], list[Skip]]:
     """The latest prediction of each model version (all, whatever the settings) in a task malformed_task_skip accepts.
+
+    Ordered oldest to newest by each version's latest prediction: the last one is the task's newest.
 
     ExportFormatError when the export lists predictions as ids only (Label Studio's plain export).
     """
@@ -241,5 +254,6 @@ def model_predictions(task: JsonObject, settings: SampleSettings) -> tuple[dict[
             skipped.append(unusable.skip(task_id, f"the prediction of model version {version}: "))
             continue
         text = textarea_text(prediction.get("result") or [], settings.prompt_controls)
+        by_version.pop(version, None)  # re-inserted last: the dict stays in recency order
         by_version[version] = ModelPrediction(version, regions, text)
     return by_version, skipped

@@ -33,6 +33,8 @@ class ScoredSample:
     human_area: int
     model_area: int
     image: str | None = None
+    #: Seconds the annotator spent on the human mask (Label Studio's `lead_time`); None when not recorded.
+    lead_time: float | None = None
 
     @property
     def iou(self) -> float:
@@ -89,5 +91,6 @@ def compare(human: HumanSample, prediction: ModelPrediction) -> ComparedSample:
         human_area=counts.reference_area,
         model_area=counts.predicted_area,
         image=human.image,
+        lead_time=human.lead_time,
     )
     return ComparedSample(sample, human.regions, prediction.regions, image_size)

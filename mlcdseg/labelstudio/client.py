@@ -124,6 +124,26 @@ class LabelStudioClient:
         body = {"url": backend_url, "project": project_id, "title": title, "is_interactive": is_interactive}
         return self._json("POST", "/api/ml", json=body)
 
+    def projects_titled(self, title: str) -> list[JsonObject]:
+        """Return the projects whose title is exactly `title`, oldest first."""
+        found: list[JsonObject] = []
+        page = 1
+        while True:
+            answer = self._json("GET", "/api/projects", params={"page": page, "page_size": 100})
+            found.extend(project for project in answer["results"] if project["title"] == title)
+            if not answer.get("next"):
+                return sorted(found, key=lambda project: project["id"])
+            page += 1
+
+    def ml_backends(self, project_id: int) -> list[JsonObject]:
+        """Return the ML backends connected to a project."""
+        return self._json("GET", "/api/ml", params={"project": project_id})
+
+    def update_ml_backend(self, ml_backend_id: int, project_id: int, backend_url: str) -> JsonObject:
+        """Point a connected ML backend at `backend_url` (Label Studio wants `project` with `url`)."""
+        body = {"url": backend_url, "project": project_id}
+        return self._json("PATCH", f"/api/ml/{ml_backend_id}", json=body)
+
     def retrieve_predictions(self, project_id: int) -> JsonObject:
         """Ask the project's ML backend for predictions of all tasks (one /predict call) and store them."""
         return self._json(
@@ -146,6 +166,10 @@ class LabelStudioClient:
     def predictions(self, project_id: int) -> list[JsonObject]:
         """Return every prediction stored for a project."""
         return self._json("GET", "/api/predictions", params={"project": project_id})
+
+    def annotations(self, task_id: int) -> list[JsonObject]:
+        """Return every annotation of a task."""
+        return self._json("GET", f"/api/tasks/{task_id}/annotations")
 
     def create_annotation(self, task_id: int, result: Sequence[Mapping[str, Any]], **fields: Any) -> JsonObject:
         """Submit an annotation of a task as the token's user; an empty `result` is a submitted empty annotation."""

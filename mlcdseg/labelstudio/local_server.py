@@ -122,7 +122,7 @@ class ManagedProcess:
         """Launch the process and block until `ready_url` answers 2xx; raise ServiceStartError otherwise."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logger.info("starting %s: %s (log: %s)", self.name, " ".join(self.command), self.log_path)
-        with open(self.log_path, "ab") as log_file:
+        with open(self.log_path, "wb") as log_file:  # a fresh log per start
             self.process = subprocess.Popen(
                 self.command,
                 env=self.env,
@@ -247,6 +247,9 @@ class LabelStudioServer(ManagedProcess):
                 "SSRF_PROTECTION_ENABLED": "false",
                 "COLLECT_ANALYTICS": "false",
                 "LATEST_VERSION_CHECK": "false",
+                # No error reports to outside hosts (Sentry), from the server or the browser.
+                "SENTRY_DSN": "",
+                "FRONTEND_SENTRY_DSN": "",
                 "LABEL_STUDIO_DJANGO_DB": "sqlite",
             }
         )

@@ -43,8 +43,8 @@ class Skip:
     code: SkipCode = SkipCode.OTHER
 
     def record(self) -> dict[str, Any]:
-        """The skip as reports list it: task id and reason."""
-        return {"task_id": self.task_id, "reason": self.reason}
+        """The skip as reports list it: task id, code and reason."""
+        return {"task_id": self.task_id, "code": self.code.value, "reason": self.reason}
 
 
 class Unusable(Exception):

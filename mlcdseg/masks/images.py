@@ -79,6 +79,21 @@ def mask_image(mask: np.ndarray) -> Image.Image:
     return Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L")
 
 
+def mask_outline(mask: np.ndarray, thickness: int = 1) -> np.ndarray:
+    """The boundary of a bool (H, W) mask as a bool (H, W) array, `thickness` pixels wide, inside the mask.
+
+    A masked pixel is on the boundary when it lies within `thickness` 4-neighbour steps of an
+    unmasked pixel or of the image's edge.
+    """
+    interior = mask.astype(bool)
+    for _ in range(thickness):
+        padded = np.pad(interior, 1, constant_values=False)
+        interior = (
+            padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+        )
+    return mask & ~interior
+
+
 def overlay_mask(
     image: Image.Image,
     mask: np.ndarray,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlcdseg.errors import ModelLoadError, ModelNotFoundError, one_line
+from mlcdseg.errors import ModelLoadError, ModelNotFoundError, library_reason
 from mlcdseg.model.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template
 from mlcdseg.model.segmenter import Segmenter
 from mlcdseg.model.engines import ENGINE_CHOICES, NATIVE, OFFICIAL, NativeEngineAdapter, OfficialEngine
@@ -190,7 +190,7 @@ def _load_network_and_tokenizer(
         )
         network.to(device).eval()
     except OSError as error:  # includes huggingface_hub's HTTP and offline errors
-        reason = one_line(error)
+        reason = library_reason(error)
         if location.is_local:
             raise ModelLoadError(
                 f"cannot load the model in {location.reference}: {reason}"
@@ -204,7 +204,7 @@ def _load_network_and_tokenizer(
         ) from error
     except Exception as error:  # remote code fails in many ways: missing packages, GPU memory…
         raise ModelLoadError(
-            f"cannot load model {location.name!r}: {type(error).__name__}: {one_line(error)}"
+            f"cannot load model {location.name!r}: {type(error).__name__}: {library_reason(error)}"
         ) from error
     return network, tokenizer
 

@@ -3,8 +3,10 @@
 Written into ROOT/DATASET/, all or nothing:
 - `refs(SPLIT_BY).p`: one ref per human-masked object. Tasks that show the same image with the
   same human mask (bit for bit) but different expressions are one ref with several sentences;
-  each sentence keeps its Label Studio `task_id` and, where the task has a prediction of the
-  chosen model version, the `iou` of the model mask against the human mask.
+  each sentence keeps its Label Studio `task_id` and, where the task has a prediction, the `iou`
+  of the model mask against the human mask and the `model_version` of that prediction: the
+  task's newest prediction, or the one of --model-version. Predictions of several model versions
+  never stop an export: the human masks are the dataset.
 - `instances.json`: COCO images, annotations (segmentation = [one RLE dict, counts as str], as
   REFER's getMask indexes segmentation[0]), categories (one per mask label, ids from 1, sorted).
 - `coco.json`: the same with segmentation = the RLE dict itself, as pycocotools.COCO reads it.
@@ -59,7 +61,7 @@ _ImageKey = tuple[str, Any]
 
 @dataclass
 class _Sentence:
-    """One expression of a ref, its task and the model's (intersection, union) per version."""
+    """One expression of a ref, its task and the model's (intersection, union) per version, oldest to newest."""
 
     task_id: Any
     raw: str
@@ -210,20 +212,17 @@ class ReferExportBuilder:
         return split
 
     def choose_model_version(self, requested: str | None) -> str | None:
-        """The model version whose IoU the sentences carry: the requested one, else the only one seen.
+        """The model version whose IoU the sentences carry: the requested one, else the only one seen,
+        else None (each task's newest prediction).
 
-        ExportFormatError when the requested version is not in the export, or several are and none is chosen.
+        ExportFormatError when the requested version is not in the export.
         """
-        seen = ", ".join(sorted(self.versions_seen)) or "none"
-        if requested is not None:
-            if requested not in self.versions_seen:
-                raise ExportFormatError(f"model version {requested!r} is not in the export; versions seen: {seen}")
-            return requested
-        if len(self.versions_seen) > 1:
-            raise ExportFormatError(
-                f"the export holds predictions of several model versions ({seen}); pick one with --model-version"
-            )
-        return next(iter(self.versions_seen), None)
+        if requested is not None and requested not in self.versions_seen:
+            seen = ", ".join(sorted(self.versions_seen)) or "none"
+            raise ExportFormatError(f"model version {requested!r} is not in the export; versions seen: {seen}")
+        if requested is None and len(self.versions_seen) == 1:
+            return next(iter(self.versions_seen))
+        return requested
 
     def build(self, model_version: str | None) -> dict[str, Any]:
         """The dataset as {"refs": [...], "instances": {...}, "coco": {...}, "no_target": [...]}."""
@@ -297,16 +296,23 @@ class ReferExportBuilder:
             "categories": len(dataset["instances"]["categories"]),
             "no_target": len(dataset["no_target"]),
             "model_version": model_version,
+            "model_versions_seen": sorted(self.versions_seen),
             "skipped": [skip.record() for skip in self.skipped],
             "without_iou": [skip.record() for skip in self.without_iou],
         }
 
 
 def _sentence_record(sentence: _Sentence, sent_id: int, model_version: str | None) -> dict[str, Any]:
-    """A REFER sentence plus task_id, and iou when the task has a prediction of model_version."""
+    """A REFER sentence plus task_id, and the iou and model_version of its scored prediction.
+
+    The prediction is the one of `model_version`, or with None the task's newest; a sentence
+    without one has neither key.
+    """
     record = {**sentence_record(sent_id, sentence.raw), "task_id": sentence.task_id}
-    if model_version in sentence.counts:
-        record["iou"] = sample_iou(*sentence.counts[model_version])
+    scored = model_version if model_version is not None else next(reversed(sentence.counts), None)
+    if scored in sentence.counts:
+        record["iou"] = sample_iou(*sentence.counts[scored])
+        record["model_version"] = scored
     return record
 
 
@@ -369,8 +375,8 @@ def export_refcoco(
 ) -> dict[str, Any]:
     """Write ROOT/DATASET/{refs(SPLIT_BY).p, instances.json, coco.json, no_target.json} from export tasks.
 
-    settings.model_version picks the model version whose IoU the sentences carry (None: the only
-    one in the export). Returns the summary; nothing is written when anything fails.
+    settings.model_version picks the model version whose IoU the sentences carry (None: each
+    task's newest prediction). Returns the summary; nothing is written when anything fails.
     """
     builder = ReferExportBuilder(dataset, split_by, default_split, settings)
     for task in tasks:
