@@ -33,7 +33,8 @@ def goldens() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def engine(manifest):
-    return load_native_engine(FIXTURE / "checkpoint", answer=manifest["answer"], max_new_tokens=manifest["max_new_tokens"])
+    engine = load_native_engine(FIXTURE / "checkpoint", answer=manifest["answer"], max_new_tokens=manifest["max_new_tokens"], cache_size=16)
+    return engine  # the cache holds every fixture image: each is encoded once for the module
 
 
 def pairs_by_image(manifest: dict) -> dict[str, list[dict]]:
@@ -91,8 +92,12 @@ def test_answer_without_seg_gives_no_mask(engine, manifest):
     assert masks.shape == (0, image.height, image.width) and masks.dtype == bool
 
 
-@pytest.mark.parametrize("force_seg", [True, False], ids=["forced", "greedy"])
-def test_one_batch_of_ten_equals_one_call_per_expression(engine, manifest, force_seg):
+def test_one_batch_of_ten_equals_one_call_per_expression(engine, manifest):
+    """Greedy decoding, where rows of different lengths finish at different steps.
+
+    The teacher-forced batch is compared with the reference's one-call-per-expression goldens above.
+    """
+    force_seg = False
     image_name, records = next((name, recs) for name, recs in pairs_by_image(manifest).items() if len(recs) == 10)
     encoded = engine.encode_image(Image.open(FIXTURE / "images" / image_name))
     expressions = [record["expression"] for record in records]

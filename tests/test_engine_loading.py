@@ -94,7 +94,6 @@ def test_missing_tensor_that_sizes_a_part_is_refused_by_name(tmp_path, tensors):
         ("mm_vision_select_feature", "cls_patch"),
         ("model_type", "llava_llama"),
         ("mm_resampler_type", "perceiver"),
-        ("sam_path", None),
         ("conv_mode", "vicuna_v1"),
     ],
 )
@@ -103,3 +102,9 @@ def test_unsupported_configuration_is_refused_naming_key_and_value(tmp_path, key
         load_native_engine(copy_checkpoint(tmp_path / "c", **{key: value}))
     assert key in str(caught.value) and repr(value) in str(caught.value)
     assert (caught.value.key, caught.value.value) == (key, value)
+
+
+def test_checkpoint_without_sam_weights_is_refused_as_unsupported(tmp_path, tensors):
+    chat_only = {name: tensor for name, tensor in tensors.items() if not name.startswith("model.sam.")}
+    with pytest.raises(UnsupportedCheckpointError, match=r"model\.sam\.\*='absent'"):
+        load_native_engine(copy_checkpoint(tmp_path / "c", chat_only))

@@ -146,6 +146,8 @@ def read_engine_config(model_dir: Path, shapes: Mapping[str, tuple[int, ...]]) -
     preprocessor_path = model_dir / "preprocessor_config.json"
     preprocessor = json.loads(preprocessor_path.read_text()) if preprocessor_path.exists() else {}
     _check_supported(config)
+    if SAM_ENCODER_PREFIX + "patch_embed.proj.weight" not in shapes:
+        raise UnsupportedCheckpointError("model.sam.*", "absent", "a segmentation checkpoint with its SAM weights")
     return EngineConfig(
         tower=_tower_config(config, preprocessor, shapes),
         llm=_llm_config(config),
@@ -162,8 +164,8 @@ def read_engine_config(model_dir: Path, shapes: Mapping[str, tuple[int, ...]]) -
 
 def _check_supported(config: Mapping[str, Any]) -> None:
     model_type = config.get("model_type")
-    if model_type not in ("llava_qwen", "qwen2"):
-        raise UnsupportedCheckpointError("model_type", model_type, "llava_qwen")
+    if not isinstance(model_type, str) or not ("qwen" in model_type or "mlcd" in model_type):
+        raise UnsupportedCheckpointError("model_type", model_type, "a Qwen2-based LLaVA model, e.g. llava_qwen")
     tower = config.get("mm_vision_tower", config.get("vision_tower"))
     if not isinstance(tower, str) or not (
         any(marker in tower for marker in _CLIP_TOWER_MARKERS) or tower.startswith(_CLIP_TOWER_PREFIXES)
@@ -182,8 +184,6 @@ def _check_supported(config: Mapping[str, Any]) -> None:
     for key, (value, pattern) in checks.items():
         if not isinstance(value, str) or not re.match(pattern, value):
             raise UnsupportedCheckpointError(key, value, pattern.strip("^$"))
-    if not config.get("sam_path"):
-        raise UnsupportedCheckpointError("sam_path", config.get("sam_path"), "a SAM checkpoint (segmentation model)")
     if config.get("rope_scaling") not in (None, {}):
         logger.info("ignoring rope_scaling=%r: the reference model sets it to None", config["rope_scaling"])
     if config.get("mm_use_im_start_end", False):

@@ -86,7 +86,7 @@ def sam_input(image: Image.Image, long_side: int) -> tuple[torch.Tensor, tuple[i
     Returns (float32 (1, 3, long_side, long_side), resized (height, width)).
     """
     resized_size = sam_resized_size(image.height, image.width, long_side)
-    resized = np.asarray(image.resize(resized_size[::-1], Image.BILINEAR), dtype=np.uint8)
+    resized = np.array(image.resize(resized_size[::-1], Image.BILINEAR), dtype=np.uint8)
     pixels = torch.from_numpy(resized).permute(2, 0, 1).float()
     pixels = (pixels - torch.tensor(SAM_PIXEL_MEAN).view(3, 1, 1)) / torch.tensor(SAM_PIXEL_STD).view(3, 1, 1)
     pixels = F.pad(pixels, (0, long_side - resized_size[1], 0, long_side - resized_size[0]))

@@ -58,7 +58,7 @@ class ClipLayer(nn.Module):
 class ClipEmbeddings(nn.Module):
     def __init__(self, config: TowerConfig) -> None:
         super().__init__()
-        self.class_embedding = nn.Parameter(torch.empty(config.width))
+        self.class_embedding = nn.Parameter(torch.zeros(config.width))
         self.patch_embedding = nn.Conv2d(3, config.width, config.patch_size, config.patch_size, bias=False)
         self.position_embedding = nn.Embedding(config.patches_per_side**2 + 1, config.width)
 
