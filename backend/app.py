@@ -7,12 +7,14 @@ POST /predict, POST /webhook, GET /versions, GET /metrics. Every error answer is
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.predictions import (
@@ -49,6 +51,7 @@ def image_fetcher(settings: Settings) -> ImageFetcher:
         max_pixels=settings.max_image_pixels,
         timeout=settings.fetch_timeout,
         cache_size=settings.image_cache_size,
+        cache_bytes=settings.image_cache_mb * 1024 * 1024,
     )
 
 
@@ -115,6 +118,11 @@ def create_app(
 def _json_object_body() -> dict[str, Any]:
     """The request body as a JSON object; InvalidRequestError when it is missing or anything else."""
     raw = request.get_data()
+    # A body without Content-Length (chunked) is cut by Werkzeug at MAX_CONTENT_LENGTH without an
+    # error: one more byte left in the server's stream means it was longer, so refuse it whole.
+    if request.content_length is None and len(raw) >= (current_app.config["MAX_CONTENT_LENGTH"] or 0):
+        if request.input_stream.read(1):
+            raise RequestEntityTooLarge()
     if not raw.strip():
         raise InvalidRequestError("the request body is empty; expected a JSON object")
     try:
@@ -132,18 +140,16 @@ def _install_auth(app: Flask, credentials: tuple[str, str] | None) -> None:
     """Require HTTP basic auth on every endpoint but /health when credentials are set."""
     if credentials is None:
         return
-    expected_user, expected_password = (value.encode("utf-8") for value in credentials)
+    expected_user, expected_password = credentials
 
     @app.before_request
     def check_basic_auth() -> Response | None:
         if request.path in UNAUTHENTICATED_PATHS:
             return None
-        auth = request.authorization
-        given = (auth.username or "", auth.password or "") if auth and auth.type == "basic" else ("", "")
-        given_user, given_password = (value.encode("utf-8") for value in given)
+        given_user, given_password = _basic_credentials(request.headers.get("Authorization", ""))
         # Both compared every time, in constant time: the answer says nothing about which was wrong.
-        user_matches = hmac.compare_digest(given_user, expected_user)
-        password_matches = hmac.compare_digest(given_password, expected_password)
+        user_matches = _matches_in_any_encoding(given_user, expected_user)
+        password_matches = _matches_in_any_encoding(given_password, expected_password)
         if user_matches and password_matches:
             return None
         response = jsonify(
@@ -152,6 +158,34 @@ def _install_auth(app: Flask, credentials: tuple[str, str] | None) -> None:
         response.status_code = 401
         response.headers["WWW-Authenticate"] = 'Basic realm="mlcdseg"'
         return response
+
+
+def _basic_credentials(header: str) -> tuple[bytes, bytes]:
+    """(user, password) bytes of a Basic Authorization header; empty ones when it is not one.
+
+    Kept as bytes: clients encode non-ASCII credentials in UTF-8 (browsers, curl) or Latin-1
+    (python-requests), and Werkzeug's parser drops whatever is not UTF-8.
+    """
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return b"", b""
+    try:
+        decoded = base64.b64decode(encoded.strip(" \t"), validate=True)
+    except binascii.Error:
+        return b"", b""
+    user, _, password = decoded.partition(b":")
+    return user, password
+
+
+def _matches_in_any_encoding(given: bytes, expected: str) -> bool:
+    """True when `given` is `expected` encoded in UTF-8 or Latin-1; constant time, both tried."""
+    utf8_matches = hmac.compare_digest(given, expected.encode("utf-8"))
+    try:
+        latin1 = expected.encode("latin-1")
+    except UnicodeEncodeError:  # not expressible in Latin-1: only UTF-8 can match
+        latin1 = expected.encode("utf-8")
+    latin1_matches = hmac.compare_digest(given, latin1)
+    return utf8_matches or latin1_matches
 
 
 def _install_request_counting(app: Flask, metrics: ServiceMetrics) -> None:

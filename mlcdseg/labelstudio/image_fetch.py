@@ -9,6 +9,7 @@ allow-list, and never a link-local or cloud metadata address, whatever the allow
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.cookiejar
 import ipaddress
 import json
@@ -40,7 +41,15 @@ _CHUNK_BYTES = 64 * 1024
 _TOKEN_EXPIRY_MARGIN_S = 30.0
 _NOT_IMAGE_TYPES = ("text/", "application/json", "application/xml", "application/xhtml")
 
+#: Default bound of the decoded-image cache (MLCDSEG_IMAGE_CACHE_MB=512).
+DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
+
 Resolver = Callable[[str, int], Iterable[str]]
+
+
+def decoded_bytes(image: Image.Image) -> int:
+    """Memory taken by a decoded image's pixels: one byte per band (8-bit RGB: 3 per pixel)."""
+    return image.width * image.height * len(image.getbands())
 
 
 def resolve_addresses(host: str, port: int) -> list[str]:
@@ -79,6 +88,15 @@ def _jwt_claims(token: str) -> dict | None:
     if not isinstance(header, dict) or "alg" not in header or not isinstance(payload, dict):
         return None
     return payload
+
+
+def _cut_connection(response: requests.Response) -> None:
+    """Shut down the socket a response is read from, which wakes a read blocked on it."""
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed: nothing left to wake
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class _LabelStudioAuth:
@@ -144,7 +162,8 @@ class _LabelStudioAuth:
 
 
 class ImageFetcher:
-    """Downloads and decodes task images; thread-safe, with a small LRU cache of decoded images.
+    """Downloads and decodes task images; thread-safe, with an LRU cache of decoded images bounded
+    both in images (cache_size) and in bytes of pixels (cache_bytes).
 
     `fetch(url)` returns an RGB PIL image with EXIF orientation applied. Cached images are shared
     between callers: treat them as read-only.
@@ -160,6 +179,7 @@ class ImageFetcher:
         max_pixels: int = 64_000_000,
         timeout: float = 30.0,
         cache_size: int = 8,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         session: requests.Session | None = None,
         resolver: Resolver = resolve_addresses,
     ) -> None:
@@ -179,6 +199,8 @@ class ImageFetcher:
         )
         self._cache: OrderedDict[str, Image.Image] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_capacity_bytes = cache_bytes
+        self._cache_bytes = 0
         self._cache_lock = threading.Lock()
         self._hits = 0
         self._misses = 0
@@ -195,13 +217,16 @@ class ImageFetcher:
         return image
 
     def cache_info(self) -> dict[str, int]:
-        """Cache counters: hits, misses, size (images held) and capacity."""
+        """Cache counters: hits, misses, size (images held), capacity (images), bytes (of
+        decoded pixels held) and capacity_bytes."""
         with self._cache_lock:
             return {
                 "hits": self._hits,
                 "misses": self._misses,
                 "size": len(self._cache),
                 "capacity": self._cache_size,
+                "bytes": self._cache_bytes,
+                "capacity_bytes": self._cache_capacity_bytes,
             }
 
     def close(self) -> None:
@@ -219,13 +244,23 @@ class ImageFetcher:
             return image
 
     def _remember(self, url: str, image: Image.Image) -> None:
-        if self._cache_size == 0:
+        """Keep `image`, dropping the least recently used ones beyond the image or byte capacity.
+
+        A small compressed file can decode to a huge image (an 8000x8000 grey PNG of 62 KB is
+        192 MB as RGB), so the bound that matters for memory is the bytes of decoded pixels.
+        """
+        size = decoded_bytes(image)
+        if self._cache_size == 0 or size > self._cache_capacity_bytes:
             return
         with self._cache_lock:
+            previous = self._cache.pop(url, None)
+            if previous is not None:
+                self._cache_bytes -= decoded_bytes(previous)
             self._cache[url] = image
-            self._cache.move_to_end(url)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._cache_bytes += size
+            while len(self._cache) > self._cache_size or self._cache_bytes > self._cache_capacity_bytes:
+                _, dropped = self._cache.popitem(last=False)
+                self._cache_bytes -= decoded_bytes(dropped)
 
     def _absolute_url(self, url: str) -> str:
         """The http(s) URL to download a task URL from; refuses cloud, file and other schemes."""
@@ -370,7 +405,14 @@ class ImageFetcher:
             raise ImageFetchError(
                 f"image {shown_url}: {int(declared)} bytes is more than MLCDSEG_MAX_IMAGE_BYTES={self._max_bytes}"
             )
+        too_slow = f"image {shown_url}: download took longer than {self._timeout:g} s; aborted"
         body = bytearray()
+        # A read waits for a whole chunk, and the socket timeout restarts with every byte: a
+        # server trickling a byte at a time would hold the request for as long as it likes.
+        # The watchdog cuts the connection at the deadline, whatever the read is waiting for.
+        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _cut_connection, (response,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             for chunk in response.iter_content(chunk_size=_CHUNK_BYTES):
                 body += chunk
@@ -379,11 +421,15 @@ class ImageFetcher:
                         f"image {shown_url}: more than MLCDSEG_MAX_IMAGE_BYTES={self._max_bytes} bytes; download aborted"
                     )
                 if time.monotonic() > deadline:
-                    raise ImageFetchError(
-                        f"image {shown_url}: download took longer than {self._timeout:g} s; aborted"
-                    )
-        except requests.RequestException as error:
+                    raise ImageFetchError(too_slow)
+        except (requests.RequestException, OSError) as error:
+            if time.monotonic() > deadline:
+                raise ImageFetchError(too_slow) from error
             raise ImageFetchError(f"image {shown_url}: download broke off: {error}") from error
+        finally:
+            watchdog.cancel()
+        if time.monotonic() > deadline:  # cut short by the watchdog without an error
+            raise ImageFetchError(too_slow)
         return bytes(body)
 
     def _decode(self, shown_url: str, data: bytes, content_type: str) -> Image.Image:

@@ -1,0 +1,191 @@
+"""Backend limits that hold against slow, large or oddly encoded input."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from PIL import Image
+
+from mlcdseg.errors import ImageFetchError
+from mlcdseg.labelstudio.image_fetch import ImageFetcher
+from tests.backend_doubles import ScriptedSegmenter, make_app, predict_body, task
+
+
+# ---------------------------------------------------------------- a whole-transfer deadline
+class TricklingServer:
+    """An HTTP server on 127.0.0.1 that answers 200 image/png and then sends one byte every
+    `interval` seconds, for as long as the client keeps the connection; counts the bytes sent."""
+
+    def __init__(self, interval: float = 0.25, body_bytes: int = 240) -> None:
+        self.interval = interval
+        self.body_bytes = body_bytes
+        self.bytes_sent = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/slow.png"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
+
+    def _trickle(self, connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            header = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {self.body_bytes}\r\n\r\n"
+            try:
+                connection.sendall(header.encode())
+                for _ in range(self.body_bytes):
+                    if self._stop.wait(self.interval):
+                        return
+                    connection.sendall(b"\x89")
+                    self.bytes_sent += 1
+            except OSError:  # the client gave up: what we want
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+
+
+@pytest.fixture()
+def trickling_server() -> Iterator[TricklingServer]:
+    server = TricklingServer()
+    yield server
+    server.close()
+
+
+def test_a_trickling_download_stops_at_the_deadline_for_the_whole_transfer(trickling_server: TricklingServer) -> None:
+    fetcher = ImageFetcher(allowed_hosts=["127.0.0.1"], timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(ImageFetchError, match="took longer than 1 s"):
+        fetcher.fetch(trickling_server.url)
+    # The server would trickle for 60 s; the download gave up at its 1 s deadline (the bound
+    # is loose on purpose: a busy machine may be slow, never 60 s slow).
+    assert time.monotonic() - started < 10
+    assert trickling_server.bytes_sent <= 8
+
+
+# ---------------------------------------------------------------- the image cache in bytes
+def png(width: int, height: int, mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+class BytesSession:
+    """A requests.Session double serving PNG bytes per URL (so the fetcher decodes for real)."""
+
+    def __init__(self, bodies: dict[str, bytes]) -> None:
+        self.bodies = bodies
+        self.cookies = __import__("requests").cookies.RequestsCookieJar()
+        self.requested: list[str] = []
+
+    def get(self, url: str, **_: object):
+        import requests
+
+        self.requested.append(url)
+        response = requests.Response()
+        response.status_code = 200
+        response.headers["Content-Type"] = "image/png"
+        response.raw = io.BytesIO(self.bodies[url])
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_cache_is_bounded_in_bytes_of_decoded_pixels() -> None:
+    urls = {f"http://images.test/{n}.png": png(1000, 1000) for n in range(4)}  # 3 MB each as RGB
+    session = BytesSession(urls)
+    fetcher = ImageFetcher(
+        allowed_hosts=["images.test"], cache_size=8, cache_bytes=7_000_000, session=session,
+        resolver=lambda host, port: ["192.0.2.1"],
+    )
+    for url in urls:
+        fetcher.fetch(url)
+    info = fetcher.cache_info()
+    assert (info["size"], info["bytes"], info["capacity_bytes"]) == (2, 6_000_000, 7_000_000)
+    fetcher.fetch("http://images.test/3.png")  # the most recent is kept…
+    fetcher.fetch("http://images.test/0.png")  # …the oldest was dropped
+    assert session.requested[4:] == ["http://images.test/0.png"]
+
+
+def test_an_image_larger_than_the_whole_cache_is_not_kept() -> None:
+    url = "http://images.test/big.png"
+    session = BytesSession({url: png(2000, 2000)})  # 12 MB as RGB
+    fetcher = ImageFetcher(
+        allowed_hosts=["images.test"], cache_bytes=5_000_000, session=session,
+        resolver=lambda host, port: ["192.0.2.1"],
+    )
+    fetcher.fetch(url)
+    fetcher.fetch(url)
+    assert len(session.requested) == 2 and fetcher.cache_info()["bytes"] == 0
+
+
+# ---------------------------------------------------------------- request bodies without a length
+def test_a_chunked_body_past_the_limit_is_refused_with_413() -> None:
+    client = make_app(ScriptedSegmenter(), max_request_bytes=1000).test_client()
+    body = json.dumps(predict_body([task(1, "red")])).encode() + b" " * 5000  # valid JSON if cut
+    response = client.post(
+        "/predict",
+        input_stream=io.BytesIO(body),
+        headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"},
+        environ_overrides={"wsgi.input_terminated": True},  # what gunicorn sets for chunked bodies
+    )
+    assert response.status_code == 413
+    assert "MLCDSEG_MAX_REQUEST_BYTES=1000" in response.get_json()["error"]
+
+
+def test_a_chunked_body_within_the_limit_is_served() -> None:
+    client = make_app(ScriptedSegmenter(), max_request_bytes=100_000).test_client()
+    body = json.dumps(predict_body([task(1, "red")])).encode()
+    response = client.post(
+        "/predict",
+        input_stream=io.BytesIO(body),
+        headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 200 and len(response.get_json()["results"]) == 1
+
+
+# ---------------------------------------------------------------- basic auth encodings
+def basic(user: bytes, password: bytes) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(user + b":" + password).decode()}
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_a_non_ascii_password_is_accepted_in_utf8_and_latin1(encoding: str) -> None:
+    client = make_app(ScriptedSegmenter(), basic_auth_user="annotator", basic_auth_pass="pässwörd").test_client()
+    response = client.get("/versions", headers=basic(b"annotator", "pässwörd".encode(encoding)))
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [(b"annotator", "passwort".encode()), (b"annotator", b"p\xe4ssw\xf6r"), (b"annot\xe4tor", "pässwörd".encode()),
+     (b"annotator", b"\xff\xfe")],
+)
+def test_wrong_credentials_in_any_encoding_are_refused(user: bytes, password: bytes) -> None:
+    client = make_app(ScriptedSegmenter(), basic_auth_user="annotator", basic_auth_pass="pässwörd").test_client()
+    response = client.get("/versions", headers=basic(user, password))
+    assert response.status_code == 401 and "authentication required" in response.get_json()["error"]
+
+
+def test_a_password_outside_latin1_is_still_accepted_in_utf8() -> None:
+    client = make_app(ScriptedSegmenter(), basic_auth_user="annotator", basic_auth_pass="пароль✓").test_client()
+    assert client.get("/versions", headers=basic(b"annotator", "пароль✓".encode())).status_code == 200
