@@ -12,6 +12,7 @@ import binascii
 import hmac
 import json
 import logging
+import threading
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
@@ -27,7 +28,7 @@ from backend.predictions import (
 )
 from backend.service_metrics import ServiceMetrics
 from backend.settings import Settings
-from mlcdseg.errors import GpuOutOfMemoryError, ImageFetchError, LabelConfigError
+from mlcdseg.errors import GpuOutOfMemoryError, ImageFetchError, LabelConfigError, MlcdsegError
 from mlcdseg.labelstudio.image_fetch import ImageFetcher
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,11 @@ TRAIN_EVENTS = frozenset(
 )
 UNAUTHENTICATED_PATHS = frozenset({"/health"})
 GPU_RETRY_AFTER_S = 5
+BUSY_RETRY_AFTER_S = 1
+
+
+class ServerBusyError(MlcdsegError):
+    """Every prediction thread is taken; the request is refused rather than queued."""
 
 
 def image_fetcher(settings: Settings) -> ImageFetcher:
@@ -87,10 +93,22 @@ def create_app(
             labeling_setup(schema)  # a config we cannot serve is refused when the project connects
         return jsonify(model_version=segmenter.model_version)
 
+    # At most THREADS predictions at once; gunicorn runs one thread more (backend/server.py), which a
+    # prediction can never take, so /health and /setup are answered however slow predictions are.
+    # A /predict beyond that is answered 503 at once instead of queueing in front of them.
+    prediction_slots = threading.BoundedSemaphore(settings.threads)
+
     @app.post("/predict")
     def predict() -> Response:
-        predict_request = PredictRequest.from_body(_json_object_body())
-        return jsonify(results=predictor.predict(predict_request))
+        if not prediction_slots.acquire(blocking=False):
+            raise ServerBusyError(
+                f"all {settings.threads} prediction threads are busy (THREADS); retry shortly"
+            )
+        try:
+            predict_request = PredictRequest.from_body(_json_object_body())
+            return jsonify(results=predictor.predict(predict_request))
+        finally:
+            prediction_slots.release()
 
     @app.post("/webhook")
     def webhook() -> tuple[Response, int]:
@@ -224,6 +242,12 @@ def _install_error_handlers(app: Flask, max_request_bytes: int) -> None:
         logger.error("GPU out of memory in %s: %s", request.path, error)
         response, status = _error(f"the GPU ran out of memory; retry later ({error})", 503)
         return response, status, {"Retry-After": str(GPU_RETRY_AFTER_S)}
+
+    @app.errorhandler(ServerBusyError)
+    def busy(error: ServerBusyError) -> tuple[Response, int, dict[str, str]]:
+        logger.warning("refused %s: %s", request.path, error)
+        response, status = _error(str(error), 503)
+        return response, status, {"Retry-After": str(BUSY_RETRY_AFTER_S)}
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge) -> tuple[Response, int]:

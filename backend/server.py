@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 #: Seconds a worker may stay silent; covers loading (or first downloading) a 17 GB model at boot.
 WORKER_TIMEOUT_S = 1800
 GRACEFUL_TIMEOUT_S = 60
+#: Threads per worker kept free of predictions, for /health, /setup and the other light endpoints.
+RESERVED_THREADS = 1
 
 
 def configure_logging(settings: Settings) -> None:
@@ -46,7 +48,9 @@ def gunicorn_options(settings: Settings, host: str = "0.0.0.0") -> dict[str, Any
     return {
         "bind": f"{host}:{settings.port}",
         "workers": settings.workers,
-        "threads": settings.threads,
+        # THREADS for predictions (create_app admits no more /predict at once) and one more that
+        # only light requests can hold, so /health answers within Label Studio's 1 s when busy.
+        "threads": settings.threads + RESERVED_THREADS,
         "worker_class": "gthread",
         # Each worker loads its own model after the fork: CUDA must never be initialised in the master.
         "preload_app": False,

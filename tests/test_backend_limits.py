@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +22,7 @@ from PIL import Image
 from mlcdseg.errors import ImageFetchError
 from mlcdseg.labelstudio.image_fetch import ImageFetcher
 from tests.backend_doubles import ScriptedSegmenter, make_app, predict_body, task
+from tests.test_backend_serve import REPO_ROOT, SERVE, _free_port
 
 
 # ---------------------------------------------------------------- a whole-transfer deadline
@@ -27,6 +34,7 @@ class TricklingServer:
         self.interval = interval
         self.body_bytes = body_bytes
         self.bytes_sent = 0
+        self.connections = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._stop = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
@@ -44,6 +52,7 @@ class TricklingServer:
             threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
 
     def _trickle(self, connection: socket.socket) -> None:
+        self.connections += 1
         with connection:
             connection.recv(65536)
             header = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {self.body_bytes}\r\n\r\n"
@@ -189,3 +198,85 @@ def test_wrong_credentials_in_any_encoding_are_refused(user: bytes, password: by
 def test_a_password_outside_latin1_is_still_accepted_in_utf8() -> None:
     client = make_app(ScriptedSegmenter(), basic_auth_user="annotator", basic_auth_pass="пароль✓").test_client()
     assert client.get("/versions", headers=basic(b"annotator", "пароль✓".encode())).status_code == 200
+
+
+# ---------------------------------------------------------------- the real server under load
+@pytest.fixture()
+def served_backend(stand_in_model_dir, tmp_path) -> Iterator[str]:
+    """`mlcdseg serve` (gunicorn, 2 threads) with the stand-in model; yields its base URL."""
+    port = _free_port()
+    environment = {
+        **os.environ, "MLCDSEG_ALLOWED_HOSTS": "127.0.0.1", "WORKERS": "1", "PYTHONPATH": str(REPO_ROOT),
+        "MLCDSEG_MAX_REQUEST_BYTES": "100000",
+    }
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SERVE, "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--model", str(stand_in_model_dir), "--threads", "2"],
+            cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, f"serve exited early:\n{log_path.read_text()}"
+            try:
+                with urllib.request.urlopen(base_url + "/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"serve did not come up:\n{log_path.read_text()}"
+                time.sleep(0.3)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _post(url: str, body: bytes, timeout: float) -> int:
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return -1
+
+
+def test_health_answers_within_a_second_while_every_prediction_thread_is_busy(
+    served_backend: str, trickling_server: TricklingServer
+) -> None:
+    body = json.dumps(
+        predict_body([{"id": 1, "data": {"image": trickling_server.url, "expression": "the red box"}}])
+    ).encode()
+    statuses: list[int] = []
+    clients = [
+        threading.Thread(target=lambda: statuses.append(_post(served_backend + "/predict", body, 60)), daemon=True)
+        for _ in range(4)
+    ]
+    for client in clients:
+        client.start()
+    deadline = time.monotonic() + 20
+    while trickling_server.connections < 2:  # both prediction threads are downloading
+        assert time.monotonic() < deadline, "the predictions never reached the image server"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the other two requests have reached the server too
+    with urllib.request.urlopen(served_backend + "/health", timeout=1) as response:
+        assert json.loads(response.read())["status"] == "UP"
+    deadline = time.monotonic() + 20
+    while len(statuses) < 2:
+        assert time.monotonic() < deadline, "requests beyond the prediction threads were not answered"
+        time.sleep(0.05)
+    assert statuses[:2] == [503, 503]  # beyond THREADS: busy, retry later, not queued forever
+
+
+def test_a_chunked_body_past_the_limit_gets_413_from_the_real_server(served_backend: str) -> None:
+    port = int(served_backend.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    body = json.dumps(predict_body([task(1, "red")])).encode() + b" " * 200_000
+    connection.request("POST", "/predict", body=iter([body[i:i + 8192] for i in range(0, len(body), 8192)]),
+                       headers={"Content-Type": "application/json"}, encode_chunked=True)
+    response = connection.getresponse()
+    assert response.status == 413
+    assert "MLCDSEG_MAX_REQUEST_BYTES=100000" in json.loads(response.read())["error"]

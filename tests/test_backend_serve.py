@@ -49,7 +49,8 @@ def test_gunicorn_config_file_takes_its_values_from_the_environment(
         monkeypatch.setenv(name, value)
     config = runpy.run_path(str(REPO_ROOT / "backend" / "gunicorn.conf.py"))
     assert config["bind"] == "0.0.0.0:9191"
-    assert (config["workers"], config["threads"], config["worker_class"]) == (2, 3, "gthread")
+    # THREADS prediction threads and one reserved for /health (see test_backend_limits).
+    assert (config["workers"], config["threads"], config["worker_class"]) == (2, 4, "gthread")
     assert config["preload_app"] is False  # CUDA is never initialised before the fork
     assert config["timeout"] >= 600 and config["loglevel"] == "warning"
 
