@@ -12,6 +12,7 @@ from gunicorn.arbiter import Arbiter
 from backend.app import create_app
 from backend.settings import Settings
 from mlcdseg.errors import MlcdsegError
+from mlcdseg.log_lines import configure_logging as configure_log_lines
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +24,9 @@ RESERVED_THREADS = 1
 
 
 def configure_logging(settings: Settings) -> None:
-    """Log to stderr at LOG_LEVEL with timestamps and logger names (the level wins over the CLI's)."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    """Log to stderr at LOG_LEVEL with timestamps and logger names (the level wins over the CLI's),
+    one line per record (mlcdseg.log_lines)."""
+    configure_log_lines("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
     logging.getLogger().setLevel(settings.logging_level)
 
 

@@ -15,6 +15,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -201,9 +203,15 @@ def test_a_password_outside_latin1_is_still_accepted_in_utf8() -> None:
 
 
 # ---------------------------------------------------------------- the real server under load
+@dataclass(frozen=True)
+class ServedBackend:
+    url: str
+    log_path: Path
+
+
 @pytest.fixture()
-def served_backend(stand_in_model_dir, tmp_path) -> Iterator[str]:
-    """`mlcdseg serve` (gunicorn, 2 threads) with the stand-in model; yields its base URL."""
+def served_backend(stand_in_model_dir, tmp_path) -> Iterator[ServedBackend]:
+    """`mlcdseg serve` (gunicorn, 2 threads) with the stand-in model, its log in a file."""
     port = _free_port()
     environment = {
         **os.environ, "MLCDSEG_ALLOWED_HOSTS": "127.0.0.1", "WORKERS": "1", "PYTHONPATH": str(REPO_ROOT),
@@ -227,7 +235,7 @@ def served_backend(stand_in_model_dir, tmp_path) -> Iterator[str]:
             except OSError:
                 assert time.monotonic() < deadline, f"serve did not come up:\n{log_path.read_text()}"
                 time.sleep(0.3)
-        yield base_url
+        yield ServedBackend(base_url, log_path)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -245,14 +253,14 @@ def _post(url: str, body: bytes, timeout: float) -> int:
 
 
 def test_health_answers_within_a_second_while_every_prediction_thread_is_busy(
-    served_backend: str, trickling_server: TricklingServer
+    served_backend: ServedBackend, trickling_server: TricklingServer
 ) -> None:
     body = json.dumps(
         predict_body([{"id": 1, "data": {"image": trickling_server.url, "expression": "the red box"}}])
     ).encode()
     statuses: list[int] = []
     clients = [
-        threading.Thread(target=lambda: statuses.append(_post(served_backend + "/predict", body, 60)), daemon=True)
+        threading.Thread(target=lambda: statuses.append(_post(served_backend.url + "/predict", body, 60)), daemon=True)
         for _ in range(4)
     ]
     for client in clients:
@@ -262,7 +270,7 @@ def test_health_answers_within_a_second_while_every_prediction_thread_is_busy(
         assert time.monotonic() < deadline, "the predictions never reached the image server"
         time.sleep(0.05)
     time.sleep(0.5)  # the other two requests have reached the server too
-    with urllib.request.urlopen(served_backend + "/health", timeout=1) as response:
+    with urllib.request.urlopen(served_backend.url + "/health", timeout=1) as response:
         assert json.loads(response.read())["status"] == "UP"
     deadline = time.monotonic() + 20
     while len(statuses) < 2:
@@ -271,8 +279,8 @@ def test_health_answers_within_a_second_while_every_prediction_thread_is_busy(
     assert statuses[:2] == [503, 503]  # beyond THREADS: busy, retry later, not queued forever
 
 
-def test_a_chunked_body_past_the_limit_gets_413_from_the_real_server(served_backend: str) -> None:
-    port = int(served_backend.rsplit(":", 1)[1])
+def test_a_chunked_body_past_the_limit_gets_413_from_the_real_server(served_backend: ServedBackend) -> None:
+    port = int(served_backend.url.rsplit(":", 1)[1])
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     body = json.dumps(predict_body([task(1, "red")])).encode() + b" " * 200_000
     connection.request("POST", "/predict", body=iter([body[i:i + 8192] for i in range(0, len(body), 8192)]),
