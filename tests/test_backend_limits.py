@@ -24,7 +24,7 @@ from PIL import Image
 from mlcdseg.errors import ImageFetchError
 from mlcdseg.labelstudio.image_fetch import ImageFetcher
 from tests.backend_doubles import ScriptedSegmenter, make_app, predict_body, task
-from tests.test_backend_serve import REPO_ROOT, SERVE, _free_port
+from tests.test_backend_serve import REPO_ROOT, SERVE, _free_port, wait_until_up
 
 
 # ---------------------------------------------------------------- a whole-transfer deadline
@@ -226,15 +226,7 @@ def served_backend(stand_in_model_dir, tmp_path) -> Iterator[ServedBackend]:
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, f"serve exited early:\n{log_path.read_text()}"
-            try:
-                with urllib.request.urlopen(base_url + "/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, f"serve did not come up:\n{log_path.read_text()}"
-                time.sleep(0.3)
+        wait_until_up(process, base_url, log_path)
         yield ServedBackend(base_url, log_path)
     finally:
         process.terminate()

@@ -94,6 +94,19 @@ def _post_json(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
+def wait_until_up(process: subprocess.Popen, base_url: str, log_path: Path, seconds: float = 90) -> dict:
+    """The /health answer of a starting `serve`, once it answers; fails with the log otherwise."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, f"serve exited early:\n{log_path.read_text()}"
+        try:
+            with urllib.request.urlopen(base_url + "/health", timeout=2) as response:
+                return json.loads(response.read())
+        except OSError:  # not listening yet, or the worker is still loading the model
+            assert time.monotonic() < deadline, f"serve did not come up:\n{log_path.read_text()}"
+            time.sleep(0.3)
+
+
 @pytest.fixture()
 def image_server(tmp_path: Path) -> Iterator[str]:
     """A plain HTTP server on 127.0.0.1 serving shapes.png; yields its base URL."""
@@ -143,18 +156,7 @@ def test_serve_runs_gunicorn_with_the_model_and_answers_predictions(
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, f"serve exited early:\n{log_path.read_text()}"
-            try:
-                with urllib.request.urlopen(base_url + "/health", timeout=2) as response:
-                    health = json.loads(response.read())
-                break
-            except OSError:  # not listening yet, or the worker is still loading the model
-                assert (
-                    time.monotonic() < deadline
-                ), f"serve did not come up:\n{log_path.read_text()}"
-                time.sleep(0.3)
+        health = wait_until_up(process, base_url, log_path)
         assert health["status"] == "UP" and health["is_stand_in"] is True
         body = {
             "tasks": [
