@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from backend.app import image_fetcher
+from backend.settings import Settings, SettingsError
 from mlcdseg.errors import ImageFetchError
 from mlcdseg.labelstudio.image_fetch import ImageFetcher
 from tests.backend_doubles import ScriptedSegmenter, make_app, predict_body, task
@@ -146,6 +148,15 @@ def test_an_image_larger_than_the_whole_cache_is_not_kept() -> None:
     fetcher.fetch(url)
     fetcher.fetch(url)
     assert len(session.requested) == 2 and fetcher.cache_info()["bytes"] == 0
+
+
+def test_the_cache_bound_comes_from_mlcdseg_image_cache_mb() -> None:
+    assert image_fetcher(Settings.from_env({})).cache_info()["capacity_bytes"] == 512 * 1024 * 1024
+    settings = Settings.from_env({"MLCDSEG_IMAGE_CACHE_MB": "64", "MLCDSEG_IMAGE_CACHE_SIZE": "3"})
+    info = image_fetcher(settings).cache_info()
+    assert (info["capacity_bytes"], info["capacity"]) == (64 * 1024 * 1024, 3)
+    with pytest.raises(SettingsError, match="MLCDSEG_IMAGE_CACHE_MB=-1 must be at least 0"):
+        Settings.from_env({"MLCDSEG_IMAGE_CACHE_MB": "-1"})
 
 
 # ---------------------------------------------------------------- request bodies without a length
