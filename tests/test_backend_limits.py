@@ -34,8 +34,9 @@ class TricklingServer:
     """An HTTP server on 127.0.0.1 that answers 200 image/png and then sends one byte every
     `interval` seconds, for as long as the client keeps the connection; counts the bytes sent."""
 
-    def __init__(self, interval: float = 0.25, body_bytes: int = 240) -> None:
+    def __init__(self, interval: float = 0.25, body_bytes: int = 240, *, in_headers: bool = False) -> None:
         self.interval = interval
+        self.in_headers = in_headers
         self.body_bytes = body_bytes
         self.bytes_sent = 0
         self.connections = 0
@@ -59,13 +60,14 @@ class TricklingServer:
         self.connections += 1
         with connection:
             connection.recv(65536)
-            header = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {self.body_bytes}\r\n\r\n"
+            header = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {self.body_bytes}\r\n"
             try:
-                connection.sendall(header.encode())
+                # The headers are trickled too (a long X-Slow header), or sent at once.
+                connection.sendall(header.encode() + (b"X-Slow: " if self.in_headers else b"\r\n"))
                 for _ in range(self.body_bytes):
                     if self._stop.wait(self.interval):
                         return
-                    connection.sendall(b"\x89")
+                    connection.sendall(b"a" if self.in_headers else b"\x89")
                     self.bytes_sent += 1
             except OSError:  # the client gave up: what we want
                 return
@@ -91,6 +93,18 @@ def test_a_trickling_download_stops_at_the_deadline_for_the_whole_transfer(trick
     # is loose on purpose: a busy machine may be slow, never 60 s slow).
     assert time.monotonic() - started < 10
     assert trickling_server.bytes_sent <= 8
+
+
+def test_trickled_headers_stop_at_the_deadline_too() -> None:
+    server = TricklingServer(in_headers=True)
+    try:
+        fetcher = ImageFetcher(allowed_hosts=["127.0.0.1"], timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(ImageFetchError, match="(no answer within|took longer than) 1 s"):
+            fetcher.fetch(server.url)
+        assert time.monotonic() - started < 10 and server.bytes_sent <= 8
+    finally:
+        server.close()
 
 
 # ---------------------------------------------------------------- the image cache in bytes

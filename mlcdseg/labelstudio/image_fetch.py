@@ -9,7 +9,6 @@ allow-list, and never a link-local or cloud metadata address, whatever the allow
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.cookiejar
 import ipaddress
 import json
@@ -25,6 +24,7 @@ import requests
 from PIL import Image
 
 from mlcdseg.errors import ImageDecodeError, ImageFetchError
+from mlcdseg.labelstudio.transfer_deadline import TransferDeadline, watch_connections
 from mlcdseg.masks.images import load_image
 from mlcdseg.urls import origin
 
@@ -88,15 +88,6 @@ def _jwt_claims(token: str) -> dict | None:
     if not isinstance(header, dict) or "alg" not in header or not isinstance(payload, dict):
         return None
     return payload
-
-
-def _cut_connection(response: requests.Response) -> None:
-    """Shut down the socket a response is read from, which wakes a read blocked on it."""
-    connection = getattr(response.raw, "connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):  # already closed: nothing left to wake
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 class _LabelStudioAuth:
@@ -192,6 +183,8 @@ class ImageFetcher:
         self._session = session or requests.Session()
         # Cookies would carry one task's session state into the next request: keep none.
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        if isinstance(self._session, requests.Session):
+            watch_connections(self._session)
         self._auth = (
             _LabelStudioAuth(self._label_studio_url, api_key, self._session, timeout)
             if self._label_studio_url and api_key
@@ -328,7 +321,11 @@ class ImageFetcher:
 
     def _download(self, shown_url: str, url: str) -> tuple[bytes, str]:
         """The body and content type at `url`, following checked redirects, within the limits."""
-        deadline = time.monotonic() + self._timeout
+        with TransferDeadline(time.monotonic() + self._timeout) as deadline:
+            return self._download_within(shown_url, url, deadline.deadline)
+
+    def _download_within(self, shown_url: str, url: str, deadline: float) -> tuple[bytes, str]:
+        """_download's work, inside the TransferDeadline that cuts the connection at `deadline`."""
         redirected_by_label_studio = False
         retried_auth = False
         for _ in range(MAX_REDIRECTS + 1):
@@ -381,11 +378,11 @@ class ImageFetcher:
             return self._session.get(
                 url, headers=headers, stream=True, timeout=remaining, allow_redirects=False
             )
-        except requests.Timeout as error:
-            raise ImageFetchError(
-                f"image {shown_url}: no answer within {self._timeout:g} s"
-            ) from error
         except requests.RequestException as error:
+            if isinstance(error, requests.Timeout) or time.monotonic() > deadline:
+                raise ImageFetchError(
+                    f"image {shown_url}: no answer within {self._timeout:g} s"
+                ) from error
             raise ImageFetchError(f"image {shown_url}: cannot download {url}: {error}") from error
 
     def _raise_for_status(self, shown_url: str, url: str, response: requests.Response) -> None:
@@ -407,12 +404,6 @@ class ImageFetcher:
             )
         too_slow = f"image {shown_url}: download took longer than {self._timeout:g} s; aborted"
         body = bytearray()
-        # A read waits for a whole chunk, and the socket timeout restarts with every byte: a
-        # server trickling a byte at a time would hold the request for as long as it likes.
-        # The watchdog cuts the connection at the deadline, whatever the read is waiting for.
-        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _cut_connection, (response,))
-        watchdog.daemon = True
-        watchdog.start()
         try:
             for chunk in response.iter_content(chunk_size=_CHUNK_BYTES):
                 body += chunk
@@ -426,9 +417,7 @@ class ImageFetcher:
             if time.monotonic() > deadline:
                 raise ImageFetchError(too_slow) from error
             raise ImageFetchError(f"image {shown_url}: download broke off: {error}") from error
-        finally:
-            watchdog.cancel()
-        if time.monotonic() > deadline:  # cut short by the watchdog without an error
+        if time.monotonic() > deadline:  # cut short by the TransferDeadline without an error
             raise ImageFetchError(too_slow)
         return bytes(body)
 
