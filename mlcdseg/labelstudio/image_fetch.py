@@ -16,7 +16,6 @@ import logging
 import socket
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from urllib.parse import urljoin, urlsplit
 
@@ -24,6 +23,7 @@ import requests
 from PIL import Image
 
 from mlcdseg.errors import ImageDecodeError, ImageFetchError
+from mlcdseg.labelstudio.image_cache import DEFAULT_CACHE_BYTES, DecodedImageCache
 from mlcdseg.labelstudio.transfer_deadline import TransferDeadline, watch_connections
 from mlcdseg.masks.images import load_image
 from mlcdseg.urls import origin
@@ -41,15 +41,7 @@ _CHUNK_BYTES = 64 * 1024
 _TOKEN_EXPIRY_MARGIN_S = 30.0
 _NOT_IMAGE_TYPES = ("text/", "application/json", "application/xml", "application/xhtml")
 
-#: Default bound of the decoded-image cache (MLCDSEG_IMAGE_CACHE_MB=512).
-DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
-
 Resolver = Callable[[str, int], Iterable[str]]
-
-
-def decoded_bytes(image: Image.Image) -> int:
-    """Memory taken by a decoded image's pixels: one byte per band (8-bit RGB: 3 per pixel)."""
-    return image.width * image.height * len(image.getbands())
 
 
 def resolve_addresses(host: str, port: int) -> list[str]:
@@ -190,70 +182,26 @@ class ImageFetcher:
             if self._label_studio_url and api_key
             else None
         )
-        self._cache: OrderedDict[str, Image.Image] = OrderedDict()
-        self._cache_size = cache_size
-        self._cache_capacity_bytes = cache_bytes
-        self._cache_bytes = 0
-        self._cache_lock = threading.Lock()
-        self._hits = 0
-        self._misses = 0
+        self._cache = DecodedImageCache(cache_size, cache_bytes)
 
     def fetch(self, url: str) -> Image.Image:
         """The decoded image at a task URL; ImageFetchError naming the URL and the reason."""
-        cached = self._cached(url)
+        cached = self._cache.get(url)
         if cached is not None:
             return cached
         absolute_url = self._absolute_url(url)
         data, content_type = self._download(url, absolute_url)
         image = self._decode(url, data, content_type)
-        self._remember(url, image)
+        self._cache.put(url, image)
         return image
 
     def cache_info(self) -> dict[str, int]:
-        """Cache counters: hits, misses, size (images held), capacity (images), bytes (of
-        decoded pixels held) and capacity_bytes."""
-        with self._cache_lock:
-            return {
-                "hits": self._hits,
-                "misses": self._misses,
-                "size": len(self._cache),
-                "capacity": self._cache_size,
-                "bytes": self._cache_bytes,
-                "capacity_bytes": self._cache_capacity_bytes,
-            }
+        """Counters of the decoded-image cache (see DecodedImageCache.info)."""
+        return self._cache.info()
 
     def close(self) -> None:
         """Close the HTTP connections."""
         self._session.close()
-
-    def _cached(self, url: str) -> Image.Image | None:
-        with self._cache_lock:
-            image = self._cache.get(url)
-            if image is None:
-                self._misses += 1
-                return None
-            self._cache.move_to_end(url)
-            self._hits += 1
-            return image
-
-    def _remember(self, url: str, image: Image.Image) -> None:
-        """Keep `image`, dropping the least recently used ones beyond the image or byte capacity.
-
-        A small compressed file can decode to a huge image (an 8000x8000 grey PNG of 62 KB is
-        192 MB as RGB), so the bound that matters for memory is the bytes of decoded pixels.
-        """
-        size = decoded_bytes(image)
-        if self._cache_size == 0 or size > self._cache_capacity_bytes:
-            return
-        with self._cache_lock:
-            previous = self._cache.pop(url, None)
-            if previous is not None:
-                self._cache_bytes -= decoded_bytes(previous)
-            self._cache[url] = image
-            self._cache_bytes += size
-            while len(self._cache) > self._cache_size or self._cache_bytes > self._cache_capacity_bytes:
-                _, dropped = self._cache.popitem(last=False)
-                self._cache_bytes -= decoded_bytes(dropped)
 
     def _absolute_url(self, url: str) -> str:
         """The http(s) URL to download a task URL from; refuses cloud, file and other schemes."""
