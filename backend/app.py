@@ -7,12 +7,15 @@ POST /predict, POST /webhook, GET /versions, GET /metrics. Every error answer is
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import logging
+import threading
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from backend.predictions import (
@@ -25,7 +28,7 @@ from backend.predictions import (
 )
 from backend.service_metrics import ServiceMetrics
 from backend.settings import Settings
-from mlcdseg.errors import GpuOutOfMemoryError, ImageFetchError, LabelConfigError
+from mlcdseg.errors import GpuOutOfMemoryError, ImageFetchError, LabelConfigError, MlcdsegError
 from mlcdseg.labelstudio.image_fetch import ImageFetcher
 
 logger = logging.getLogger(__name__)
@@ -37,6 +40,11 @@ TRAIN_EVENTS = frozenset(
 )
 UNAUTHENTICATED_PATHS = frozenset({"/health"})
 GPU_RETRY_AFTER_S = 5
+BUSY_RETRY_AFTER_S = 1
+
+
+class ServerBusyError(MlcdsegError):
+    """Every prediction thread is taken; the request is refused rather than queued."""
 
 
 def image_fetcher(settings: Settings) -> ImageFetcher:
@@ -49,6 +57,7 @@ def image_fetcher(settings: Settings) -> ImageFetcher:
         max_pixels=settings.max_image_pixels,
         timeout=settings.fetch_timeout,
         cache_size=settings.image_cache_size,
+        cache_bytes=settings.image_cache_mb * 1024 * 1024,
     )
 
 
@@ -84,10 +93,22 @@ def create_app(
             labeling_setup(schema)  # a config we cannot serve is refused when the project connects
         return jsonify(model_version=segmenter.model_version)
 
+    # At most THREADS predictions at once; gunicorn runs one thread more (backend/server.py), which a
+    # prediction can never take, so /health and /setup are answered however slow predictions are.
+    # A /predict beyond that is answered 503 at once instead of queueing in front of them.
+    prediction_slots = threading.BoundedSemaphore(settings.threads)
+
     @app.post("/predict")
     def predict() -> Response:
-        predict_request = PredictRequest.from_body(_json_object_body())
-        return jsonify(results=predictor.predict(predict_request))
+        if not prediction_slots.acquire(blocking=False):
+            raise ServerBusyError(
+                f"all {settings.threads} prediction threads are busy (THREADS); retry shortly"
+            )
+        try:
+            predict_request = PredictRequest.from_body(_json_object_body())
+            return jsonify(results=predictor.predict(predict_request))
+        finally:
+            prediction_slots.release()
 
     @app.post("/webhook")
     def webhook() -> tuple[Response, int]:
@@ -115,6 +136,11 @@ def create_app(
 def _json_object_body() -> dict[str, Any]:
     """The request body as a JSON object; InvalidRequestError when it is missing or anything else."""
     raw = request.get_data()
+    # A body without Content-Length (chunked) is cut by Werkzeug at MAX_CONTENT_LENGTH without an
+    # error: one more byte left in the server's stream means it was longer, so refuse it whole.
+    if request.content_length is None and len(raw) >= (current_app.config["MAX_CONTENT_LENGTH"] or 0):
+        if request.input_stream.read(1):
+            raise RequestEntityTooLarge()
     if not raw.strip():
         raise InvalidRequestError("the request body is empty; expected a JSON object")
     try:
@@ -132,18 +158,16 @@ def _install_auth(app: Flask, credentials: tuple[str, str] | None) -> None:
     """Require HTTP basic auth on every endpoint but /health when credentials are set."""
     if credentials is None:
         return
-    expected_user, expected_password = (value.encode("utf-8") for value in credentials)
+    expected_user, expected_password = credentials
 
     @app.before_request
     def check_basic_auth() -> Response | None:
         if request.path in UNAUTHENTICATED_PATHS:
             return None
-        auth = request.authorization
-        given = (auth.username or "", auth.password or "") if auth and auth.type == "basic" else ("", "")
-        given_user, given_password = (value.encode("utf-8") for value in given)
+        given_user, given_password = _basic_credentials(request.headers.get("Authorization", ""))
         # Both compared every time, in constant time: the answer says nothing about which was wrong.
-        user_matches = hmac.compare_digest(given_user, expected_user)
-        password_matches = hmac.compare_digest(given_password, expected_password)
+        user_matches = _matches_in_any_encoding(given_user, expected_user)
+        password_matches = _matches_in_any_encoding(given_password, expected_password)
         if user_matches and password_matches:
             return None
         response = jsonify(
@@ -152,6 +176,34 @@ def _install_auth(app: Flask, credentials: tuple[str, str] | None) -> None:
         response.status_code = 401
         response.headers["WWW-Authenticate"] = 'Basic realm="mlcdseg"'
         return response
+
+
+def _basic_credentials(header: str) -> tuple[bytes, bytes]:
+    """(user, password) bytes of a Basic Authorization header; empty ones when it is not one.
+
+    Kept as bytes: clients encode non-ASCII credentials in UTF-8 (browsers, curl) or Latin-1
+    (python-requests), and Werkzeug's parser drops whatever is not UTF-8.
+    """
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return b"", b""
+    try:
+        decoded = base64.b64decode(encoded.strip(" \t"), validate=True)
+    except binascii.Error:
+        return b"", b""
+    user, _, password = decoded.partition(b":")
+    return user, password
+
+
+def _matches_in_any_encoding(given: bytes, expected: str) -> bool:
+    """True when `given` is `expected` encoded in UTF-8 or Latin-1; constant time, both tried."""
+    utf8_matches = hmac.compare_digest(given, expected.encode("utf-8"))
+    try:
+        latin1 = expected.encode("latin-1")
+    except UnicodeEncodeError:  # not expressible in Latin-1: only UTF-8 can match
+        latin1 = expected.encode("utf-8")
+    latin1_matches = hmac.compare_digest(given, latin1)
+    return utf8_matches or latin1_matches
 
 
 def _install_request_counting(app: Flask, metrics: ServiceMetrics) -> None:
@@ -190,6 +242,12 @@ def _install_error_handlers(app: Flask, max_request_bytes: int) -> None:
         logger.error("GPU out of memory in %s: %s", request.path, error)
         response, status = _error(f"the GPU ran out of memory; retry later ({error})", 503)
         return response, status, {"Retry-After": str(GPU_RETRY_AFTER_S)}
+
+    @app.errorhandler(ServerBusyError)
+    def busy(error: ServerBusyError) -> tuple[Response, int, dict[str, str]]:
+        logger.warning("refused %s: %s", request.path, error)
+        response, status = _error(str(error), 503)
+        return response, status, {"Retry-After": str(BUSY_RETRY_AFTER_S)}
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge) -> tuple[Response, int]:

@@ -12,17 +12,21 @@ from gunicorn.arbiter import Arbiter
 from backend.app import create_app
 from backend.settings import Settings
 from mlcdseg.errors import MlcdsegError
+from mlcdseg.log_lines import configure_logging as configure_log_lines
 
 logger = logging.getLogger(__name__)
 
 #: Seconds a worker may stay silent; covers loading (or first downloading) a 17 GB model at boot.
 WORKER_TIMEOUT_S = 1800
 GRACEFUL_TIMEOUT_S = 60
+#: Threads per worker kept free of predictions, for /health, /setup and the other light endpoints.
+RESERVED_THREADS = 1
 
 
 def configure_logging(settings: Settings) -> None:
-    """Log to stderr at LOG_LEVEL with timestamps and logger names (the level wins over the CLI's)."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    """Log to stderr at LOG_LEVEL with timestamps and logger names (the level wins over the CLI's),
+    one line per record (mlcdseg.log_lines)."""
+    configure_log_lines("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
     logging.getLogger().setLevel(settings.logging_level)
 
 
@@ -46,7 +50,9 @@ def gunicorn_options(settings: Settings, host: str = "0.0.0.0") -> dict[str, Any
     return {
         "bind": f"{host}:{settings.port}",
         "workers": settings.workers,
-        "threads": settings.threads,
+        # THREADS for predictions (create_app admits no more /predict at once) and one more that
+        # only light requests can hold, so /health answers within Label Studio's 1 s when busy.
+        "threads": settings.threads + RESERVED_THREADS,
         "worker_class": "gthread",
         # Each worker loads its own model after the fork: CUDA must never be initialised in the master.
         "preload_app": False,

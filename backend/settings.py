@@ -37,6 +37,7 @@ class Settings(ModelSettings):
     max_image_pixels: int = 64_000_000  # MLCDSEG_MAX_IMAGE_PIXELS
     fetch_timeout: float = 30.0  # MLCDSEG_FETCH_TIMEOUT, seconds for one whole image download
     image_cache_size: int = 8  # MLCDSEG_IMAGE_CACHE_SIZE: decoded images kept; 0 = no cache
+    image_cache_mb: int = 512  # MLCDSEG_IMAGE_CACHE_MB: MiB of decoded pixels kept, at most
     max_request_bytes: int = 64 * _MIB  # MLCDSEG_MAX_REQUEST_BYTES: largest request body
 
     def __post_init__(self) -> None:
@@ -68,6 +69,7 @@ class Settings(ModelSettings):
             ("MLCDSEG_MAX_IMAGE_PIXELS", self.max_image_pixels, 1),
             ("MLCDSEG_FETCH_TIMEOUT", self.fetch_timeout, 0.001),
             ("MLCDSEG_IMAGE_CACHE_SIZE", self.image_cache_size, 0),
+            ("MLCDSEG_IMAGE_CACHE_MB", self.image_cache_mb, 0),
             ("MLCDSEG_MAX_REQUEST_BYTES", self.max_request_bytes, 1),
         ):
             if not value >= least:  # also refuses NaN
@@ -105,6 +107,7 @@ class Settings(ModelSettings):
             max_image_pixels=reader.integer("MLCDSEG_MAX_IMAGE_PIXELS", defaults.max_image_pixels),
             fetch_timeout=reader.number("MLCDSEG_FETCH_TIMEOUT", defaults.fetch_timeout),
             image_cache_size=reader.integer("MLCDSEG_IMAGE_CACHE_SIZE", defaults.image_cache_size),
+            image_cache_mb=reader.integer("MLCDSEG_IMAGE_CACHE_MB", defaults.image_cache_mb),
             max_request_bytes=reader.integer(
                 "MLCDSEG_MAX_REQUEST_BYTES", defaults.max_request_bytes
             ),

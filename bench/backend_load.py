@@ -6,6 +6,11 @@ bounded number of requests (or stops at a time limit) and prints requests/s, p50
 errors, and the backend's own overhead: request time outside the model call, from the backend's
 GET /metrics model time. Loopback only; it starts and stops everything itself.
 
+Every answer is checked: a request counts as served only when it is HTTP 200 with one prediction
+whose brush mask equals the stand-in's colour rule on the scene (an empty answer, a wrong mask or
+an HTTP error is a failure). A 503 (all THREADS prediction threads busy; the backend refuses
+rather than queues) is counted apart as "busy". Exits 1 when any answer was wrong.
+
     .venv/bin/python bench/backend_load.py [--clients 1 4 16] [--requests 200] [--seconds 30]
 """
 
@@ -23,13 +28,15 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mlcdseg.demo.scenes import SCENES, render_scene
 from mlcdseg.labelstudio.local_server import LOOPBACK, BackendServer, new_legacy_token
-from mlcdseg.model.stand_in import write_stand_in_model
+from mlcdseg.masks.codecs import decode_brush_rle
+from mlcdseg.model.stand_in import colour_rule_mask, write_stand_in_model
 
 IMAGE_PATH = "/data/upload/1/scene.png"
 LABEL_CONFIG = Path(__file__).resolve().parent.parent / "label_config" / "expressions.xml"
@@ -42,13 +49,14 @@ class LevelResult:
     clients: int
     requests: int
     errors: int
+    busy: int  # 503 answers: every prediction thread was taken
     wall_s: float
     latencies_s: list[float]
     model_s: float  # model time the backend reported for these requests
 
     def row(self) -> str:
         """One line of the results table."""
-        ok = self.requests - self.errors
+        ok = self.requests - self.errors - self.busy
         latencies = sorted(self.latencies_s) or [float("nan")]
         p50 = statistics.median(latencies)
         p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
@@ -56,14 +64,14 @@ class LevelResult:
         model_per_request = self.model_s / ok if ok else float("nan")
         overhead = mean_latency - model_per_request
         return (
-            f"{self.clients:>7} {self.requests:>8} {self.errors:>6} {ok / self.wall_s:>9.1f} "
+            f"{self.clients:>7} {self.requests:>8} {self.errors:>6} {self.busy:>5} {ok / self.wall_s:>9.1f} "
             f"{1000 * p50:>8.1f} {1000 * p99:>8.1f} {1000 * model_per_request:>9.1f} "
             f"{1000 * overhead:>11.1f} {100 * overhead / mean_latency:>9.0f}%"
         )
 
 
 HEADER = (
-    f"{'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    f"{'clients':>7} {'requests':>8} {'errors':>6} {'busy':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
     f"{'model ms':>9} {'overhead ms':>11} {'overhead':>10}"
 )
 
@@ -97,33 +105,58 @@ def model_seconds(backend_url: str) -> float:
     return metrics["model_calls"] * mean_ms / 1000
 
 
+def answer_is_right(response: requests.Response, expected_mask: np.ndarray) -> bool:
+    """True for HTTP 200 with exactly one prediction whose brush mask is `expected_mask`."""
+    if response.status_code != 200:
+        return False
+    results = response.json().get("results")
+    if not isinstance(results, list) or len(results) != 1 or not isinstance(results[0], dict):
+        return False  # [] is a task the backend could not serve
+    regions = results[0].get("result") or []
+    if len(regions) != 1:
+        return False
+    region = regions[0]
+    mask = decode_brush_rle(region["value"]["rle"], region["original_height"], region["original_width"])
+    return mask.shape == expected_mask.shape and bool(np.array_equal(mask, expected_mask))
+
+
 def run_level(
-    predict_url: str, body: dict, backend_url: str, clients: int, total_requests: int, seconds: float
+    predict_url: str,
+    body: dict,
+    expected_mask: np.ndarray,
+    backend_url: str,
+    clients: int,
+    total_requests: int,
+    seconds: float,
 ) -> LevelResult:
     """Send up to `total_requests` /predict calls from `clients` threads, stopping after `seconds`."""
     deadline = time.monotonic() + seconds
     counter = iter(range(total_requests))
     counter_lock = threading.Lock()
     latencies: list[float] = []
-    errors = 0
+    errors = busy = 0
     results_lock = threading.Lock()
 
     def client_loop() -> None:
-        nonlocal errors
+        nonlocal errors, busy
         with requests.Session() as session:
             while time.monotonic() < deadline:
                 with counter_lock:
                     if next(counter, None) is None:
                         return
                 started = time.perf_counter()
+                refused = False
                 try:
                     response = session.post(predict_url, json=body, timeout=60)
-                    failed = not response.ok or len(response.json().get("results", [])) != 1
-                except requests.RequestException:
+                    refused = response.status_code == 503
+                    failed = not answer_is_right(response, expected_mask)
+                except (requests.RequestException, ValueError, KeyError, TypeError):
                     failed = True
                 elapsed = time.perf_counter() - started
                 with results_lock:
-                    if failed:
+                    if refused:
+                        busy += 1
+                    elif failed:
                         errors += 1
                     else:
                         latencies.append(elapsed)
@@ -135,7 +168,13 @@ def run_level(
             future.result()
     wall = time.perf_counter() - started
     return LevelResult(
-        clients, len(latencies) + errors, errors, wall, latencies, model_seconds(backend_url) - model_before
+        clients,
+        len(latencies) + errors + busy,
+        errors,
+        busy,
+        wall,
+        latencies,
+        model_seconds(backend_url) - model_before,
     )
 
 
@@ -160,8 +199,12 @@ def main() -> int:
     arguments = parser.parse_args()
 
     scene = SCENES[0]
+    image = render_scene(scene)
     encoded = io.BytesIO()
-    render_scene(scene).save(encoded, format="PNG")
+    image.save(encoded, format="PNG")
+    expected_mask = colour_rule_mask(np.asarray(image.convert("RGB")), scene.expressions[0])
+    if expected_mask is None:
+        raise SystemExit(f"the stand-in finds no target for {scene.expressions[0]!r}: pick another scene")
     fake_label_studio = serve_image(encoded.getvalue())
     label_studio_url = f"http://{LOOPBACK}:{fake_label_studio.server_address[1]}"
     body = {
@@ -193,14 +236,22 @@ def main() -> int:
                     f"image cache {'off' if arguments.no_image_cache else 'on'}"
                 )
                 print(HEADER)
+                results = []
                 for clients in arguments.clients:
-                    result = run_level(
-                        predict_url, body, backend.url, clients, arguments.requests, arguments.seconds
+                    results.append(
+                        run_level(
+                            predict_url, body, expected_mask, backend.url, clients,
+                            arguments.requests, arguments.seconds,
+                        )
                     )
-                    print(result.row(), flush=True)
+                    print(results[-1].row(), flush=True)
     finally:
         fake_label_studio.shutdown()
     print("overhead = mean request latency - model time per request (from the backend's /metrics)")
+    print("errors = HTTP errors, empty answers and masks other than the colour rule's; busy = 503")
+    if any(result.errors for result in results):
+        print("FAIL: some answers were wrong or empty", file=sys.stderr)
+        return 1
     return 0
 
 

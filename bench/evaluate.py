@@ -10,12 +10,17 @@ json.load of the whole 1,000-task export, then label-studio-sdk's decode_rle + n
 first --baseline-tasks tasks; its rate is extrapolated from that subset. Rates are also given
 per CPU second (user + system, workers included), which a busy shared machine disturbs less
 than wall time. Target: ours >= 10x the baseline's tasks/s.
+
+Both sides must agree: ours also evaluates an export of exactly the baseline's --baseline-tasks
+tasks, and its cIoU must equal the baseline's (ΣI/ΣU of the same pixel counts); the script exits
+1 when they differ, before printing any speed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -139,6 +144,18 @@ def run_baseline(export: Path, subset: int) -> dict:
             "tasks_per_second": len(tasks) / total, "subset_cIoU": intersections / unions}
 
 
+def check_agreement(directory: Path, tasks: int, pairs: list[tuple[str, str]], baseline_ciou: float) -> None:
+    """Exit 1 unless our cIoU on the baseline's first `tasks` tasks equals the baseline's."""
+    export = directory / "export-agreement.json"
+    write_export(export, tasks, pairs)
+    ours = run_ours(export, directory / "out-agreement", 1)
+    if ours["samples"] != tasks or not math.isclose(ours["cIoU"], baseline_ciou, rel_tol=1e-9):
+        print(f"FAIL: on the same {tasks} tasks our cIoU is {ours['cIoU']!r} over {ours['samples']} samples, "
+              f"the baseline's {baseline_ciou!r}", file=sys.stderr)
+        raise SystemExit(1)
+    print(f"agreement: cIoU {ours['cIoU']:.6f} on the baseline's {tasks} tasks, equal to the baseline's")
+
+
 def main() -> None:
     """Generate the exports, run both sides and print the figures."""
     if len(sys.argv) == 5 and sys.argv[1] == "--child":
@@ -160,6 +177,7 @@ def main() -> None:
             write_export(exports[size], size, pairs)
             print(f"export of {size} tasks: {exports[size].stat().st_size / 2**20:.1f} MiB")
         baseline = run_baseline(exports[min(arguments.sizes)], arguments.baseline_tasks)
+        check_agreement(Path(directory), arguments.baseline_tasks, pairs, baseline["subset_cIoU"])
         print(f"baseline (json.load + label-studio-sdk decode_rle + numpy IoU), {baseline['tasks']} tasks: "
               f"load {baseline['load_seconds']:.2f} CPU s, {1000 * baseline['per_task_seconds']:.0f} CPU ms/task "
               f"(on {arguments.baseline_tasks} tasks) -> {baseline['tasks_per_second']:.2f} tasks per CPU second")

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mlcdseg import atomic_files
 from mlcdseg.atomic_files import AtomicFiles, write_files_atomically
 
 
 def names_in(folder: Path) -> list[str]:
+    """Every entry of the folder, hidden ones too (a run must leave none behind)."""
     return sorted(path.name for path in folder.iterdir())
 
 
@@ -154,3 +158,88 @@ def test_a_file_where_the_folder_must_be_is_named_plainly(tmp_path: Path, output
 
     assert str(raised.value) == f"cannot write into {directory}: {where} is not a directory"
     assert (tmp_path / "taken.png").read_bytes() == b"\x89PNG"
+
+
+# ---------------------------------------------------------------- a run's outputs as one set
+def _two_runs(tmp_path: Path) -> None:
+    write_files_atomically(tmp_path, {"report.json": b"old report", "samples.csv": b"old samples"})
+
+
+def test_a_rename_failing_half_way_puts_the_previous_set_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _two_runs(tmp_path)
+    real_replace, calls = os.replace, []
+
+    def replace_then_fail(source, destination):
+        calls.append(destination)
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "simulated failure between two renames")
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(atomic_files.os, "replace", replace_then_fail)
+    with pytest.raises(OSError, match="simulated failure"):
+        write_files_atomically(tmp_path, {"samples.csv": b"new samples", "report.json": b"new report", "x.html": b"x"})
+    monkeypatch.setattr(atomic_files.os, "replace", real_replace)
+
+    assert names_in(tmp_path) == ["report.json", "samples.csv"]
+    assert (tmp_path / "report.json").read_bytes() == b"old report"
+    assert (tmp_path / "samples.csv").read_bytes() == b"old samples"
+
+
+def _killed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, while_renaming: bool) -> None:
+    """A run killed (no cleanup of any kind) while writing its files, or after the first rename."""
+
+    class Killed(BaseException):
+        pass
+
+    real_replace, calls = os.replace, []
+
+    def replace_until_killed(source, destination):
+        if calls:
+            raise Killed
+        calls.append(destination)
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(atomic_files.os, "replace", replace_until_killed)
+    monkeypatch.setattr(atomic_files.AtomicFiles, "_undo", lambda self, *args: None)  # a kill runs no code
+    monkeypatch.setattr(atomic_files.AtomicFiles, "_discard", lambda self: None)
+    files = atomic_files.AtomicFiles(tmp_path).__enter__()
+    files.open("samples.csv", "wb").write(b"new samples")
+    files.open("report.json", "wb").write(b"new report")
+    if while_renaming:
+        with pytest.raises(Killed):
+            files.__exit__(None, None, None)
+    os.close(files._lock)  # the process is gone, and its lock with it
+    monkeypatch.undo()
+
+
+def test_a_run_killed_between_renames_is_completed_by_the_next_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    _two_runs(tmp_path)
+    _killed_run(tmp_path, monkeypatch, while_renaming=True)
+    assert (tmp_path / "samples.csv").read_bytes() == b"new samples"  # the window a kill can leave
+
+    write_files_atomically(tmp_path, {"other.json": b"{}"})  # any next run in this folder
+
+    assert names_in(tmp_path) == ["other.json", "report.json", "samples.csv"]
+    assert (tmp_path / "report.json").read_bytes() == b"new report"
+    assert (tmp_path / "samples.csv").read_bytes() == b"new samples"
+
+
+def test_a_run_killed_before_its_commit_leaves_the_previous_set_and_its_leftovers_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    _two_runs(tmp_path)
+    _killed_run(tmp_path, monkeypatch, while_renaming=False)
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".")]  # its staging folder
+
+    write_files_atomically(tmp_path, {"other.json": b"{}"})
+
+    assert names_in(tmp_path) == ["other.json", "report.json", "samples.csv"]
+    assert (tmp_path / "report.json").read_bytes() == b"old report"
+
+
+def test_a_live_run_in_the_same_folder_is_left_alone(tmp_path: Path):
+    with AtomicFiles(tmp_path) as slow:
+        slow.open("report.json").write("slow run")
+        write_files_atomically(tmp_path, {"samples.csv": b"quick run"})  # cleans up only stale runs
+    assert (tmp_path / "report.json").read_text() == "slow run"
+    assert names_in(tmp_path) == ["report.json", "samples.csv"]

@@ -49,7 +49,8 @@ def test_gunicorn_config_file_takes_its_values_from_the_environment(
         monkeypatch.setenv(name, value)
     config = runpy.run_path(str(REPO_ROOT / "backend" / "gunicorn.conf.py"))
     assert config["bind"] == "0.0.0.0:9191"
-    assert (config["workers"], config["threads"], config["worker_class"]) == (2, 3, "gthread")
+    # THREADS prediction threads and one reserved for /health (see test_backend_limits).
+    assert (config["workers"], config["threads"], config["worker_class"]) == (2, 4, "gthread")
     assert config["preload_app"] is False  # CUDA is never initialised before the fork
     assert config["timeout"] >= 600 and config["loglevel"] == "warning"
 
@@ -91,6 +92,19 @@ def _post_json(url: str, body: dict) -> dict:
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
+
+
+def wait_until_up(process: subprocess.Popen, base_url: str, log_path: Path, seconds: float = 90) -> dict:
+    """The /health answer of a starting `serve`, once it answers; fails with the log otherwise."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, f"serve exited early:\n{log_path.read_text()}"
+        try:
+            with urllib.request.urlopen(base_url + "/health", timeout=2) as response:
+                return json.loads(response.read())
+        except OSError:  # not listening yet, or the worker is still loading the model
+            assert time.monotonic() < deadline, f"serve did not come up:\n{log_path.read_text()}"
+            time.sleep(0.3)
 
 
 @pytest.fixture()
@@ -142,18 +156,7 @@ def test_serve_runs_gunicorn_with_the_model_and_answers_predictions(
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, f"serve exited early:\n{log_path.read_text()}"
-            try:
-                with urllib.request.urlopen(base_url + "/health", timeout=2) as response:
-                    health = json.loads(response.read())
-                break
-            except OSError:  # not listening yet, or the worker is still loading the model
-                assert (
-                    time.monotonic() < deadline
-                ), f"serve did not come up:\n{log_path.read_text()}"
-                time.sleep(0.3)
+        health = wait_until_up(process, base_url, log_path)
         assert health["status"] == "UP" and health["is_stand_in"] is True
         body = {
             "tasks": [

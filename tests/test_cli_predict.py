@@ -1,5 +1,6 @@
 """`mlcdseg predict`, `stand-in-model`, `--version`, `--help` and one-line errors."""
 
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -10,7 +11,6 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from mlcdseg import __version__
 from mlcdseg.cli import build_parser, main
 from mlcdseg.model.stand_in import colour_rule_mask
 
@@ -142,9 +142,9 @@ def test_model_defaults_to_the_environment(stand_in_model_dir, scene_path, monke
     assert record["is_stand_in"] and record["prompt"] == "Segment the blue bar."
 
 
-def test_version(capsys):
+def test_version_is_the_installed_package_metadata_version(capsys):
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out.strip() == f"mlcdseg {__version__}"
+    assert capsys.readouterr().out.strip() == f"mlcdseg {importlib.metadata.version('mlcdseg')}"
 
 
 def _command_names() -> list[str]:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
+from backend.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,18 +26,89 @@ def dockerfile() -> str:
     return (REPO_ROOT / "backend" / "Dockerfile").read_text(encoding="utf-8")
 
 
-def test_compose_has_label_studio_and_the_backend(services: dict) -> None:
-    assert set(services) == {"label-studio", "mlcdseg-backend"}
-    assert services["label-studio"]["image"] == "heartexlabs/label-studio:1.23.2"
+def _published_container_ports(service: dict) -> set[int]:
+    """The container side of a service's "host:container" port mappings."""
+    return {int(str(mapping).rsplit(":", 1)[-1]) for mapping in service.get("ports", [])}
 
 
-def test_label_studio_serves_local_files_and_may_call_a_private_backend(services: dict) -> None:
+def _interpolated(environment: dict, variables: dict[str, str]) -> dict[str, str]:
+    """A service's environment as compose resolves it: ${NAME:-default} from `variables`."""
+
+    def value(match: re.Match) -> str:
+        return variables.get(match.group(1)) or match.group(2) or ""
+
+    return {name: re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", value, str(raw)) for name, raw in environment.items()}
+
+
+@pytest.fixture(scope="module")
+def example_variables() -> dict[str, str]:
+    """.env.example as compose reads it (what `cp .env.example .env` gives)."""
+    lines = (REPO_ROOT / ".env.example").read_text(encoding="utf-8").splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+class _RecordingEnvironment(dict):
+    """An environment mapping that remembers every name looked up."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def get(self, name, default=None):
+        self.read.add(name)
+        return super().get(name, default)
+
+    def __getitem__(self, name):
+        self.read.add(name)
+        return super().__getitem__(name)
+
+    def __contains__(self, name) -> bool:
+        self.read.add(name)
+        return super().__contains__(name)
+
+
+def test_every_variable_compose_gives_the_backend_is_read_and_valid(services: dict, example_variables: dict) -> None:
+    environment = _RecordingEnvironment(
+        _interpolated(services["mlcdseg-backend"]["environment"], example_variables)
+    )
+    settings = Settings.from_env(environment)  # SettingsError if compose sets a bad value
+    assert set(environment) <= environment.read, "compose sets variables the backend never reads"
+    assert settings.port in _published_container_ports(services["mlcdseg-backend"])
+
+
+def test_every_backend_variable_of_env_example_reaches_the_backend(services: dict, example_variables: dict) -> None:
+    backend_environment = services["mlcdseg-backend"]["environment"]
+    passed = {name for raw in backend_environment.values() for name in re.findall(r"\$\{(\w+)", str(raw))}
+    environment = _RecordingEnvironment({})
+    Settings.from_env(environment)
+    meant_for_the_backend = {name for name in example_variables if name in environment.read}
+    assert meant_for_the_backend <= passed, "set in .env.example, never handed to the backend"
+
+
+def test_the_backend_reaches_label_studio_by_service_name_and_port(services: dict, example_variables: dict) -> None:
+    backend = _interpolated(services["mlcdseg-backend"]["environment"], example_variables)
+    label_studio_url = urlsplit(Settings.from_env(backend).label_studio_url)
+    assert label_studio_url.hostname in services
+    assert label_studio_url.port in _published_container_ports(services[label_studio_url.hostname])
+    # The key the backend fetches images with is the token Label Studio creates its first user with.
+    label_studio = services[label_studio_url.hostname]["environment"]
+    assert services["mlcdseg-backend"]["environment"]["LABEL_STUDIO_API_KEY"] == label_studio["LABEL_STUDIO_USER_TOKEN"]
+    assert label_studio["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
+
+
+def test_label_studio_is_the_version_the_tests_run_against(services: dict) -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    (tested,) = re.findall(r"^LABEL_STUDIO_VERSION\s*[:?]?=\s*(\S+)", makefile, flags=re.MULTILINE)
+    assert services["label-studio"]["image"].rsplit(":", 1)[1] == tested
+
+
+def test_label_studio_serves_its_files_volume_and_may_call_a_private_backend(services: dict) -> None:
     label_studio = services["label-studio"]
     environment = label_studio["environment"]
-    assert "8080:8080" in label_studio["ports"]
+    document_root = environment["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"]
     assert environment["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] == "true"
-    assert environment["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] == "/label-studio/files"
-    assert environment["ML_BLOCK_LOCAL_IP"] == "false"
+    assert any(str(volume).split(":")[-2] == document_root for volume in label_studio["volumes"])
+    assert environment["ML_BLOCK_LOCAL_IP"] == "false"  # else Label Studio refuses the backend's address
     assert any(volume.endswith(":/label-studio/data") for volume in label_studio["volumes"])
 
 
@@ -43,7 +117,6 @@ def test_backend_is_built_from_the_repository_with_the_backend_dockerfile(servic
     context = (REPO_ROOT / build["context"]).resolve()
     assert context == REPO_ROOT
     assert (context / build["dockerfile"]).is_file()
-    assert "9090:9090" in services["mlcdseg-backend"]["ports"]
 
 
 def test_backend_reserves_one_nvidia_gpu(services: dict) -> None:
@@ -51,19 +124,9 @@ def test_backend_reserves_one_nvidia_gpu(services: dict) -> None:
     assert device == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
 
 
-def test_backend_is_wired_to_label_studio_and_keeps_weights_in_a_volume(services: dict) -> None:
-    backend = services["mlcdseg-backend"]
-    environment = backend["environment"]
-    assert environment["LABEL_STUDIO_URL"] == "http://label-studio:8080"
-    assert environment["LABEL_STUDIO_API_KEY"] == "${LABEL_STUDIO_API_KEY:-}"
-    # the same key is the token Label Studio creates its first user with
-    assert (
-        services["label-studio"]["environment"]["LABEL_STUDIO_USER_TOKEN"]
-        == "${LABEL_STUDIO_API_KEY:-}"
-    )
-    assert environment["MLCDSEG_MODEL"].startswith("${MLCDSEG_MODEL")
-    assert environment["MLCDSEG_REVISION"].startswith("${MLCDSEG_REVISION")
-    assert any(volume.endswith(":/data/hf") for volume in backend["volumes"])
+def test_backend_keeps_weights_in_the_volume_hf_home_points_to(services: dict, dockerfile: str) -> None:
+    (hf_home,) = re.findall(r"HF_HOME=(\S+)", dockerfile)
+    assert any(str(volume).split(":")[1] == hf_home for volume in services["mlcdseg-backend"]["volumes"])
 
 
 def test_every_named_volume_is_declared(services: dict) -> None:

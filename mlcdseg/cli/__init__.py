@@ -19,7 +19,6 @@ traceback. Usage errors exit with 2 (argparse).
 """
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ from mlcdseg.cli.predict import register_predict, register_stand_in_model
 from mlcdseg.cli.refcoco import register_export_refcoco, register_import_refcoco
 from mlcdseg.cli.verify_engine import register_verify_engine
 from mlcdseg.errors import MlcdsegError, one_line
+from mlcdseg.log_lines import configure_logging
 
 Register = Callable[[argparse._SubParsersAction], argparse.ArgumentParser]
 #: The entry-point group through which installed packages add subcommands.
@@ -90,9 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments = parser.parse_args(argv)
     except SystemExit as exit_request:  # --help, --version and usage errors
         return exit_request.code if isinstance(exit_request.code, int) else 0
-    logging.basicConfig(
-        level=arguments.log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging("%(levelname)s %(name)s: %(message)s", arguments.log_level)
     try:
         return arguments.handler(arguments)
     except (MlcdsegError, OSError) as error:

@@ -11,7 +11,7 @@ from PIL import Image
 from mlcdseg.evaluation import report
 from mlcdseg.errors import ImageFetchError
 from mlcdseg.evaluation.evaluate import evaluate_export
-from mlcdseg.cli.export_source_options import add_export_source_arguments, opened_export_source
+from mlcdseg.cli.export_source_options import add_export_source_arguments, opened_export_source, positive_int
 from mlcdseg.labelstudio.image_fetch import ImageFetcher
 from mlcdseg.masks.images import load_image
 
@@ -61,19 +61,11 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> argparse.Argume
         model_version_help="score only this model version (default: each version separately)",
         live_project_description="The URL and key also fetch task images for the worst-sample overlays.",
     )
-    parser.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="processes decoding masks (default 1)")
-    parser.add_argument("--worst", type=_positive_int, default=12, metavar="K", help="worst samples shown with overlays (default 12)")
+    parser.add_argument("--workers", type=positive_int, default=1, metavar="N", help="processes decoding masks (default 1)")
+    parser.add_argument("--worst", type=positive_int, default=12, metavar="K", help="worst samples shown with overlays (default 12)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_evaluate)
     return parser
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def skip_summary(skipped_by_code: dict[str, dict], shown: int = 3) -> str:

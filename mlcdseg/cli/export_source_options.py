@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mlcdseg.errors import LabelConfigError
-from mlcdseg.evaluation.samples import ANNOTATION_MODES, SampleSettings
+from mlcdseg.evaluation.samples import ANNOTATION_MODES, MAX_IMAGE_PIXELS, SampleSettings
 from mlcdseg.labelstudio.export_source import ExportSource, open_export_source
 
 
@@ -47,6 +47,13 @@ def add_export_source_arguments(
         metavar="KEY",
         help="task data key of the expression (default: the <Text> tag's, else 'expression')",
     )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=positive_int,
+        default=MAX_IMAGE_PIXELS,
+        metavar="N",
+        help="skip a task whose regions declare an image of more pixels (default %(default)s)",
+    )
     live = parser.add_argument_group("live project (instead of SOURCE)", live_project_description)
     environment = os.environ
     live.add_argument(
@@ -73,6 +80,17 @@ def _positive_seconds(text: str) -> float:
         value = math.nan
     if not 0 < value < math.inf:  # also false for NaN
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (a whole number), got {text!r}")
     return value
 
 
@@ -103,6 +121,7 @@ def opened_export_source(arguments: argparse.Namespace) -> Iterator[tuple[Export
             annotation=arguments.annotation,
             model_version=arguments.model_version,
             control=arguments.control,
+            max_image_pixels=arguments.max_image_pixels,
         )
         if arguments.expression_field:
             settings = replace(settings, expression_field=arguments.expression_field)

@@ -53,8 +53,25 @@ class SampleCsvWriter:
         self._writer.writeheader()
 
     def write_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Append sample rows (dicts keyed by SAMPLE_COLUMNS; None is written as an empty cell)."""
-        self._writer.writerows(rows)
+        """Append sample rows (dicts keyed by SAMPLE_COLUMNS; None is written as an empty cell).
+
+        Text cells that a spreadsheet would run as a formula get a leading "'" (see
+        spreadsheet_safe); numbers are written as they are.
+        """
+        self._writer.writerows(
+            {column: spreadsheet_safe(value) for column, value in row.items()} for row in rows
+        )
+
+
+#: First characters that make a spreadsheet treat a cell as a formula (OWASP "CSV injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """`value`, with a "'" put before a string that starts like a formula; other types unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
 
 
 def write_json(stream: IO[str], content: Mapping[str, Any]) -> None:

@@ -28,6 +28,9 @@ from mlcdseg.labelstudio.tasks import JsonObject, Skip, SkipCode, Unusable, data
 
 ANNOTATION_MODES = ("latest", "ground-truth", "all")
 NO_MODEL_VERSION = "(no model_version)"
+#: Largest image a region may declare (original_width x original_height): a mask of it is
+#: decoded into memory. The backend's MLCDSEG_MAX_IMAGE_PIXELS has the same default.
+MAX_IMAGE_PIXELS = 64_000_000
 #: What a user should do when an export holds predictions as ids only.
 FULL_PREDICTIONS_HINT = (
     "export a snapshot with full predictions instead: POST /api/projects/<id>/exports with "
@@ -47,6 +50,7 @@ class SampleSettings:
     prompt_controls: tuple[str, ...] = ()
     image_field: str = "image"
     split_field: str = "split"
+    max_image_pixels: int = MAX_IMAGE_PIXELS
 
     @classmethod
     def from_label_config(cls, label_config: str | None, **options: Any) -> SampleSettings:
@@ -175,11 +179,20 @@ def select_annotations(task: JsonObject, mode: str) -> list[JsonObject]:
     return list(latest.values())
 
 
-def _control_regions(results: Any, control: str | None) -> tuple[Region, ...]:
+def _control_regions(results: Any, settings: SampleSettings) -> tuple[Region, ...]:
     """The mask regions of the control in a result list; Unusable when they cannot be used."""
     if not isinstance(results, list):
         raise Unusable(SkipCode.BAD_REGIONS, "its result is not a list of regions")
+    control = settings.control
     regions = mask_regions((region for region in results if isinstance(region, dict)), control)
+    for region in regions:
+        width, height = region.get("original_width"), region.get("original_height")
+        if isinstance(width, int) and isinstance(height, int) and width * height > settings.max_image_pixels:
+            raise Unusable(
+                SkipCode.IMAGE_TOO_LARGE,
+                f"region {region.get('id')!r} declares a {width}x{height} image, more than "
+                f"{settings.max_image_pixels} pixels (--max-image-pixels)",
+            )
     controls = sorted({str(region.get("from_name")) for region in regions})
     if len(controls) > 1:
         raise Unusable(
@@ -206,7 +219,7 @@ def human_samples(task: JsonObject, settings: SampleSettings) -> tuple[list[Huma
     for annotation in chosen:
         annotator = annotator_name(annotation)
         try:
-            regions = _control_regions(annotation.get("result"), settings.control)
+            regions = _control_regions(annotation.get("result"), settings)
         except Unusable as unusable:
             skipped.append(unusable.skip(task_id, f"the annotation by {annotator}: "))
             continue
@@ -249,7 +262,7 @@ def model_predictions(task: JsonObject, settings: SampleSettings) -> tuple[dict[
     for prediction in sorted(predictions, key=_recency):
         version = str(prediction.get("model_version") or NO_MODEL_VERSION)
         try:
-            regions = _control_regions(prediction.get("result"), settings.control)
+            regions = _control_regions(prediction.get("result"), settings)
         except Unusable as unusable:
             skipped.append(unusable.skip(task_id, f"the prediction of model version {version}: "))
             continue

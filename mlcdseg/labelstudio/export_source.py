@@ -22,12 +22,15 @@ import httpx
 import ijson
 
 from mlcdseg.errors import ExportFormatError, LabelStudioError
+from mlcdseg.json_depth import MAX_NESTING_DEPTH, DepthLimitedReader, NestingTooDeepError
 from mlcdseg.urls import HTTP_URL_DESCRIPTION, is_http_url
 
 logger = logging.getLogger(__name__)
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _PEEK_BYTES = 4096
+#: Bytes the parser asks for at a time.
+READ_CHUNK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,14 @@ class ExportSource:
         return {"path": str(self.path), "bytes": _file_size(self.path), **self.details}
 
 
-def iter_export_tasks(path: str | os.PathLike[str]) -> Iterator[Any]:
+def iter_export_tasks(path: str | os.PathLike[str], max_depth: int = MAX_NESTING_DEPTH) -> Iterator[Any]:
     """Stream the items of a JSON export's top-level array; ExportFormatError for unusable input.
 
     Items are yielded as parsed (usually task dicts; floats as float). A truncated file raises
-    only when the parser reaches the cut, after the complete items before it were yielded.
+    only when the parser reaches the cut, after the complete items before it were yielded. Nesting
+    deeper than `max_depth` levels (the top-level array is level 1) raises as soon as the bytes
+    are read, before the parser builds anything from them: ijson's memory grows with the square
+    of the depth, so a 200 KB file could otherwise take gigabytes.
     """
     path = Path(path)
     try:
@@ -62,30 +68,41 @@ def iter_export_tasks(path: str | os.PathLike[str]) -> Iterator[Any]:
         _seek_past_preamble(stream, path)
         count = 0
         try:
-            for item in ijson.items(stream, "item", use_float=True):
+            for item in ijson.items(
+                DepthLimitedReader(stream, max_depth), "item", use_float=True, buf_size=READ_CHUNK_BYTES
+            ):
                 yield item
                 count += 1
         except ijson.JSONError as error:
             raise ExportFormatError(_parse_error_message(path, count, error)) from error
+        except NestingTooDeepError as error:
+            raise ExportFormatError(f"the export {path} {error} (after {count} complete tasks); "
+                                    "Label Studio exports never are, so this file is not one") from None
 
 
 def _seek_past_preamble(stream: BinaryIO, path: Path) -> None:
-    """Check that the JSON starts with an array and position the stream at its first byte."""
+    """Check that the JSON starts with an array and position the stream at its "[".
+
+    Each byte of a leading BOM and whitespace is looked at once, however long the preamble.
+    """
+    offset = 0
     head = stream.read(_PEEK_BYTES)
-    offset = len(_UTF8_BOM) if head.startswith(_UTF8_BOM) else 0
-    while not head[offset:].strip():
-        more = stream.read(_PEEK_BYTES)
-        if not more:
+    if head.startswith(_UTF8_BOM):
+        head, offset = head[len(_UTF8_BOM):], len(_UTF8_BOM)
+    while not head.strip():
+        offset += len(head)
+        head = stream.read(_PEEK_BYTES)
+        if not head:
             raise ExportFormatError(f"the export {path} is empty; expected a JSON list of tasks")
-        head += more
-    first = head[offset:].lstrip()[:1]
+    content = head.lstrip()
+    first = content[:1]
     if first != b"[":
         what = "holds a JSON object" if first == b"{" else f"starts with {first.decode('latin-1')!r}"
         raise ExportFormatError(
             f"the export {path} {what}, not a list of tasks; use a Label Studio JSON export "
             "(exportType=JSON), not JSON_MIN, CSV or a single task"
         )
-    stream.seek(offset)
+    stream.seek(offset + len(head) - len(content))
 
 
 def _parse_error_message(path: Path, complete_items: int, error: Exception) -> str:

@@ -16,7 +16,6 @@ import logging
 import socket
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from urllib.parse import urljoin, urlsplit
 
@@ -24,6 +23,8 @@ import requests
 from PIL import Image
 
 from mlcdseg.errors import ImageDecodeError, ImageFetchError
+from mlcdseg.labelstudio.image_cache import DEFAULT_CACHE_BYTES, DecodedImageCache
+from mlcdseg.labelstudio.transfer_deadline import TransferDeadline, watch_connections
 from mlcdseg.masks.images import load_image
 from mlcdseg.urls import origin
 
@@ -144,7 +145,8 @@ class _LabelStudioAuth:
 
 
 class ImageFetcher:
-    """Downloads and decodes task images; thread-safe, with a small LRU cache of decoded images.
+    """Downloads and decodes task images; thread-safe, with an LRU cache of decoded images bounded
+    both in images (cache_size) and in bytes of pixels (cache_bytes).
 
     `fetch(url)` returns an RGB PIL image with EXIF orientation applied. Cached images are shared
     between callers: treat them as read-only.
@@ -160,6 +162,7 @@ class ImageFetcher:
         max_pixels: int = 64_000_000,
         timeout: float = 30.0,
         cache_size: int = 8,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         session: requests.Session | None = None,
         resolver: Resolver = resolve_addresses,
     ) -> None:
@@ -172,60 +175,33 @@ class ImageFetcher:
         self._session = session or requests.Session()
         # Cookies would carry one task's session state into the next request: keep none.
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        if isinstance(self._session, requests.Session):
+            watch_connections(self._session)
         self._auth = (
             _LabelStudioAuth(self._label_studio_url, api_key, self._session, timeout)
             if self._label_studio_url and api_key
             else None
         )
-        self._cache: OrderedDict[str, Image.Image] = OrderedDict()
-        self._cache_size = cache_size
-        self._cache_lock = threading.Lock()
-        self._hits = 0
-        self._misses = 0
+        self._cache = DecodedImageCache(cache_size, cache_bytes)
 
     def fetch(self, url: str) -> Image.Image:
         """The decoded image at a task URL; ImageFetchError naming the URL and the reason."""
-        cached = self._cached(url)
+        cached = self._cache.get(url)
         if cached is not None:
             return cached
         absolute_url = self._absolute_url(url)
         data, content_type = self._download(url, absolute_url)
         image = self._decode(url, data, content_type)
-        self._remember(url, image)
+        self._cache.put(url, image)
         return image
 
     def cache_info(self) -> dict[str, int]:
-        """Cache counters: hits, misses, size (images held) and capacity."""
-        with self._cache_lock:
-            return {
-                "hits": self._hits,
-                "misses": self._misses,
-                "size": len(self._cache),
-                "capacity": self._cache_size,
-            }
+        """Counters of the decoded-image cache (see DecodedImageCache.info)."""
+        return self._cache.info()
 
     def close(self) -> None:
         """Close the HTTP connections."""
         self._session.close()
-
-    def _cached(self, url: str) -> Image.Image | None:
-        with self._cache_lock:
-            image = self._cache.get(url)
-            if image is None:
-                self._misses += 1
-                return None
-            self._cache.move_to_end(url)
-            self._hits += 1
-            return image
-
-    def _remember(self, url: str, image: Image.Image) -> None:
-        if self._cache_size == 0:
-            return
-        with self._cache_lock:
-            self._cache[url] = image
-            self._cache.move_to_end(url)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
 
     def _absolute_url(self, url: str) -> str:
         """The http(s) URL to download a task URL from; refuses cloud, file and other schemes."""
@@ -293,7 +269,11 @@ class ImageFetcher:
 
     def _download(self, shown_url: str, url: str) -> tuple[bytes, str]:
         """The body and content type at `url`, following checked redirects, within the limits."""
-        deadline = time.monotonic() + self._timeout
+        with TransferDeadline(time.monotonic() + self._timeout) as deadline:
+            return self._download_within(shown_url, url, deadline.deadline)
+
+    def _download_within(self, shown_url: str, url: str, deadline: float) -> tuple[bytes, str]:
+        """_download's work, inside the TransferDeadline that cuts the connection at `deadline`."""
         redirected_by_label_studio = False
         retried_auth = False
         for _ in range(MAX_REDIRECTS + 1):
@@ -346,11 +326,11 @@ class ImageFetcher:
             return self._session.get(
                 url, headers=headers, stream=True, timeout=remaining, allow_redirects=False
             )
-        except requests.Timeout as error:
-            raise ImageFetchError(
-                f"image {shown_url}: no answer within {self._timeout:g} s"
-            ) from error
         except requests.RequestException as error:
+            if isinstance(error, requests.Timeout) or time.monotonic() > deadline:
+                raise ImageFetchError(
+                    f"image {shown_url}: no answer within {self._timeout:g} s"
+                ) from error
             raise ImageFetchError(f"image {shown_url}: cannot download {url}: {error}") from error
 
     def _raise_for_status(self, shown_url: str, url: str, response: requests.Response) -> None:
@@ -370,6 +350,7 @@ class ImageFetcher:
             raise ImageFetchError(
                 f"image {shown_url}: {int(declared)} bytes is more than MLCDSEG_MAX_IMAGE_BYTES={self._max_bytes}"
             )
+        too_slow = f"image {shown_url}: download took longer than {self._timeout:g} s; aborted"
         body = bytearray()
         try:
             for chunk in response.iter_content(chunk_size=_CHUNK_BYTES):
@@ -379,11 +360,13 @@ class ImageFetcher:
                         f"image {shown_url}: more than MLCDSEG_MAX_IMAGE_BYTES={self._max_bytes} bytes; download aborted"
                     )
                 if time.monotonic() > deadline:
-                    raise ImageFetchError(
-                        f"image {shown_url}: download took longer than {self._timeout:g} s; aborted"
-                    )
-        except requests.RequestException as error:
+                    raise ImageFetchError(too_slow)
+        except (requests.RequestException, OSError) as error:
+            if time.monotonic() > deadline:
+                raise ImageFetchError(too_slow) from error
             raise ImageFetchError(f"image {shown_url}: download broke off: {error}") from error
+        if time.monotonic() > deadline:  # cut short by the TransferDeadline without an error
+            raise ImageFetchError(too_slow)
         return bytes(body)
 
     def _decode(self, shown_url: str, data: bytes, content_type: str) -> Image.Image:

@@ -31,6 +31,7 @@ class SkipCode(str, enum.Enum):
     SIZE_MISMATCH = "size-mismatch"
     CORRUPT_MASK = "corrupt-mask"
     PREDICTION_IDS_ONLY = "prediction-ids-only"
+    IMAGE_TOO_LARGE = "image-too-large"
     OTHER = "other"
 
 

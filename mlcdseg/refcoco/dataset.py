@@ -27,6 +27,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from mlcdseg.errors import MaskFormatError, ReferDatasetError
+from mlcdseg.json_depth import MAX_NESTING_DEPTH, DepthLimitedReader, NestingTooDeepError
 from mlcdseg.masks.images import DEFAULT_MAX_PIXELS
 from mlcdseg.masks.codecs import coco_polygons_to_mask, decode_coco_rle
 
@@ -298,10 +299,12 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _load_json(path: Path) -> Any:
-    """A JSON file's content; ReferDatasetError when missing or not JSON."""
+    """A JSON file's content; ReferDatasetError when missing, not JSON or nested too deep."""
     try:
         with path.open("rb") as stream:
-            return json.load(stream)
+            return json.load(DepthLimitedReader(stream, MAX_NESTING_DEPTH))
+    except NestingTooDeepError as error:
+        raise ReferDatasetError(f"{path} {error}; a COCO instances file never is") from None
     except OSError as error:
         raise ReferDatasetError(f"cannot read {path}: {error.strerror or error}") from error
     except ValueError as error:
