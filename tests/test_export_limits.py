@@ -115,7 +115,7 @@ def test_the_pixel_limit_is_an_option(captured_task, tmp_path):  # noqa: F811
     assert skip.code is SkipCode.IMAGE_TOO_LARGE
     path = tmp_path / "export.json"
     path.write_text(json.dumps([task]))
-    assert run_cli(str(path), "-o", str(tmp_path / "out"), "--max-image-pixels", "1199") == 0
+    assert run_cli(str(path), "-o", str(tmp_path / "out"), "--max-image-pixels", "1199") == 1  # nothing scored
     skipped = json.loads((tmp_path / "out" / "report.json").read_text())["skipped"]
     assert "more than 1199 pixels" in skipped[0]["reason"]
 
