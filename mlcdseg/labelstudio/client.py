@@ -117,6 +117,43 @@ class LabelStudioClient:
                 return sorted(found, key=lambda task: task["id"])
             page += 1
 
+    def task_page(
+        self, project_id: int, page: int, page_size: int, task_ids: Sequence[int] | None = None
+    ) -> tuple[list[JsonObject], int]:
+        """One page of a project's tasks with their predictions' model versions, and the total count.
+
+        Tasks come oldest first with `fields=all` (each prediction with its id and model_version);
+        `task_ids` limits the page to those tasks. Past the last page the list is empty (Label
+        Studio answers 404 there, which this turns into an empty page).
+        """
+        params: dict[str, Any] = {"project": project_id, "page": page, "page_size": page_size, "fields": "all"}
+        if task_ids is not None:
+            params["query"] = json.dumps({"selectedItems": {"all": False, "included": list(task_ids)}})
+        try:
+            answer = self._json("GET", "/api/tasks", params=params)
+        except LabelStudioError as error:
+            if " answered 404" in str(error):
+                return [], 0
+            raise
+        return answer["tasks"], int(answer["total"])
+
+    def import_predictions(self, project_id: int, predictions: Sequence[Mapping[str, Any]]) -> int:
+        """Store predictions (`{"task": id, "result": [...], "model_version": ...}` each) in one request.
+
+        Label Studio checks every task id against the project first and creates them all in one
+        bulk insert; returns how many it created.
+        """
+        answer = self._json("POST", f"/api/projects/{project_id}/import/predictions", json=list(predictions))
+        return int(answer["created"])
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        """Delete one stored prediction."""
+        self._request("DELETE", f"/api/predictions/{prediction_id}")
+
+    def whoami(self) -> JsonObject:
+        """The user the token belongs to; a cheap call to check the URL and the key."""
+        return self._json("GET", "/api/current-user/whoami")
+
     def connect_ml_backend(
         self, project_id: int, backend_url: str, title: str = "MLCD-Seg", is_interactive: bool = True
     ) -> JsonObject:

@@ -31,6 +31,8 @@ class SkipCode(str, enum.Enum):
     SIZE_MISMATCH = "size-mismatch"
     CORRUPT_MASK = "corrupt-mask"
     PREDICTION_IDS_ONLY = "prediction-ids-only"
+    IMAGE_UNREACHABLE = "image-unreachable"
+    UPLOAD_FAILED = "upload-failed"
     OTHER = "other"
 
 
