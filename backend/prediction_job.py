@@ -25,9 +25,7 @@ from mlcdseg.prelabel.pipeline import (
     ImageProvider,
     MaskModel,
     TaskOutcome,
-    group_by_image,
-    labeling_setup,
-    predict_group,
+    predict_tasks,
 )
 from mlcdseg.prelabel.store import ProjectPredictions
 
@@ -145,7 +143,9 @@ class PredictionJob:
         while True:
             batch = self._next_batch()
             try:
-                outcomes = self._compute(batch)
+                outcomes = predict_tasks(
+                    self.segmenter, self.images, batch[0].label_config, [queued.task for queued in batch]
+                )
                 self._store(batch[0].project_id, outcomes)
             except Exception as error:  # noqa: BLE001 - one failed batch must not end the job
                 if not isinstance(error, MlcdsegError):
@@ -158,15 +158,6 @@ class PredictionJob:
                 )
             with self._lock:
                 self._in_flight = 0
-
-    def _compute(self, batch: Sequence[QueuedTask]) -> list[TaskOutcome]:
-        """The outcomes of a batch of one project and config, images grouped (the shared pipeline)."""
-        setup = labeling_setup(batch[0].label_config)
-        control = setup.mask_control()
-        groups, outcomes = group_by_image([queued.task for queued in batch], setup)
-        for group in groups:
-            outcomes.extend(predict_group(self.segmenter, self.images, control, group))
-        return outcomes
 
     def _store(self, project_id: int, outcomes: list[TaskOutcome]) -> None:
         """Upload the predicted outcomes that Label Studio does not hold yet; record every outcome."""

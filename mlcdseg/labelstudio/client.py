@@ -64,6 +64,10 @@ class LabelStudioClient:
         body = {"title": title} if label_config is None else {"title": title, "label_config": label_config}
         return self._json("POST", "/api/projects", json=body)
 
+    def project(self, project_id: int) -> JsonObject:
+        """A project's fields, e.g. its `label_config`."""
+        return self._json("GET", f"/api/projects/{project_id}")
+
     def update_project(self, project_id: int, **fields: Any) -> JsonObject:
         """Change project fields, e.g. `label_config` (checked against existing tasks and annotations)."""
         return self._json("PATCH", f"/api/projects/{project_id}", json=fields)

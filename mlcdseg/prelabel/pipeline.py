@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -76,6 +77,19 @@ class TaskOutcome:
     task_id: Any
     item: PredictionItem | None = None
     failure: Skip | None = None
+
+
+@dataclass
+class PipelineTimes:
+    """Seconds spent fetching and decoding images, and in the model (with regions), summed."""
+
+    fetch_s: float = 0.0
+    model_s: float = 0.0
+
+    def add(self, other: PipelineTimes) -> None:
+        """Add another tally into this one."""
+        self.fetch_s += other.fetch_s
+        self.model_s += other.model_s
 
 
 @dataclass
@@ -152,14 +166,20 @@ def item_for_prediction(
 
 
 def predict_group(
-    segmenter: MaskModel, images: ImageProvider, control: MaskControl, group: ImageGroup
+    segmenter: MaskModel,
+    images: ImageProvider,
+    control: MaskControl,
+    group: ImageGroup,
+    times: PipelineTimes | None = None,
 ) -> list[TaskOutcome]:
     """One outcome per task of `group`, in order: its image fetched and decoded once, one predict_many.
 
     An unreachable image fails every task of the group (SkipCode.IMAGE_UNREACHABLE). An expression
     the model cannot take ("...") gets an empty prediction, the others theirs. Model errors
-    (GpuOutOfMemoryError, …) propagate.
+    (GpuOutOfMemoryError, …) propagate. `times` gets the seconds spent fetching and in the model.
     """
+    times = times if times is not None else PipelineTimes()
+    started = time.perf_counter()
     try:
         image = images.fetch(group.image_url)
     except ImageFetchError as error:
@@ -167,11 +187,14 @@ def predict_group(
             TaskOutcome(task_id, failure=Skip(task_id, str(error), SkipCode.IMAGE_UNREACHABLE))
             for task_id in group.task_ids
         ]
+    finally:
+        fetched = time.perf_counter()
+        times.fetch_s += fetched - started
     try:
         predictions: list[Prediction | None] = list(segmenter.predict_many(image, group.expressions))
     except ExpressionError:
         predictions = [_predict_one(segmenter, image, expression) for expression in group.expressions]
-    return [
+    outcomes = [
         TaskOutcome(
             task_id,
             item=(
@@ -182,6 +205,27 @@ def predict_group(
         )
         for task_id, expression, prediction in zip(group.task_ids, group.expressions, predictions)
     ]
+    times.model_s += time.perf_counter() - fetched
+    return outcomes
+
+
+def predict_tasks(
+    segmenter: MaskModel,
+    images: ImageProvider,
+    label_config: str,
+    tasks: Sequence[Task],
+    times: PipelineTimes | None = None,
+) -> list[TaskOutcome]:
+    """One outcome per task of a batch from one project: read, grouped by image, predicted.
+
+    Outcomes of unreadable tasks come first, then the groups' in first-seen image order.
+    """
+    setup = labeling_setup(label_config)
+    control = setup.mask_control()
+    groups, outcomes = group_by_image(tasks, setup)
+    for group in groups:
+        outcomes.extend(predict_group(segmenter, images, control, group, times))
+    return outcomes
 
 
 def _predict_one(segmenter: MaskModel, image: Image.Image, expression: str) -> Prediction | None:
