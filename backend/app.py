@@ -57,14 +57,9 @@ def image_fetcher(settings: Settings) -> ImageFetcher:
 
 
 def prediction_job(settings: Settings, segmenter: MaskModel, images: ImageProvider) -> PredictionJob | None:
-    """The background job writing deferred predictions to Label Studio; None without its URL and key."""
+    """The background job writing deferred predictions to Label Studio; None without its URL and key
+    (backend.label_studio_check says so at start-up)."""
     if not settings.label_studio_api:
-        logger.warning(
-            "LABEL_STUDIO_URL or LABEL_STUDIO_API_KEY is unset: no background prediction job, so tasks "
-            "a /predict does not reach within MLCDSEG_PREDICT_BUDGET=%g s get no prediction until "
-            "predictions are retrieved again",
-            settings.predict_budget,
-        )
         return None
     assert settings.label_studio_url is not None and settings.label_studio_api_key is not None
     client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)

@@ -1,6 +1,7 @@
 """A small REST client for the Label Studio 1.23 calls the demo and the end-to-end tests need.
 
-Authenticates with a legacy API token (`Authorization: Token …`); every non-2xx answer raises
+Authenticates with a legacy API token (`Authorization: Token …`) or a personal access token
+(exchanged for `Bearer` access tokens, mlcdseg.labelstudio.auth); every non-2xx answer raises
 LabelStudioError carrying the method, path, status and response body. It can create the user's
 personal access token (a JWT refresh token) for clients that authenticate the new way, such as the
 ML backend. Export snapshots with full predictions are taken by mlcdseg.labelstudio.export_source.
@@ -17,25 +18,33 @@ from typing import Any
 import requests
 
 from mlcdseg.errors import LabelStudioError
+from mlcdseg.labelstudio.auth import LabelStudioAuth
 
 JsonObject = dict[str, Any]
 _BODY_PREVIEW_CHARS = 2000
 
 
 class LabelStudioClient:
-    """REST calls against one Label Studio at `url`, authenticated with a legacy API `token`."""
+    """REST calls against one Label Studio at `url`, authenticated with a legacy API token or a
+    personal access token (`token`)."""
 
     def __init__(self, url: str, token: str, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self._session = requests.Session()
-        self._session.headers["Authorization"] = f"Token {token}"
+        self._auth = LabelStudioAuth(self.url, token, self._session, timeout_s)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Send one request; raise LabelStudioError on a connection failure or a non-2xx status."""
+        """Send one request; raise LabelStudioError on a connection failure or a non-2xx status.
+
+        With a personal access token, a 401 renews the access token and sends the request once more.
+        """
         kwargs.setdefault("timeout", self.timeout_s)
         try:
-            response = self._session.request(method, f"{self.url}{path}", **kwargs)
+            response = self._session.request(method, f"{self.url}{path}", headers=self._auth.header(), **kwargs)
+            if response.status_code == 401 and self._auth.uses_refresh:
+                self._auth.forget_access_token()
+                response = self._session.request(method, f"{self.url}{path}", headers=self._auth.header(), **kwargs)
         except requests.RequestException as error:
             raise LabelStudioError(f"{method} {self.url}{path} failed: {error}") from error
         if not response.ok:

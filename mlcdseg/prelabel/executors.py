@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from mlcdseg.errors import MlcdsegError
 from mlcdseg.labelstudio.image_fetch import ImageFetcher
@@ -105,8 +105,10 @@ class LocalExecutor:
 class RayExecutor:
     """`workers` Ray actors with `gpus_per_worker` GPUs each, fed through a ray.util.ActorPool.
 
-    `address` is "auto" for a local Ray (started here, `cpus` CPUs when given, no dashboard) unless
-    one runs already, or a cluster address (ray://host:10001 or host:6379).
+    `address` "auto" joins the Ray that $RAY_ADDRESS or `ray start` on this machine names, and
+    starts a local one (no dashboard) when there is none; any other value is a cluster address
+    (ray://host:10001, or host:6379 from a cluster node). Workers import mlcdseg: install it on
+    every node.
     """
 
     def __init__(
@@ -115,7 +117,6 @@ class RayExecutor:
         address: str,
         workers: int,
         gpus_per_worker: float,
-        cpus: int | None = None,
     ) -> None:
         try:
             import ray
@@ -124,10 +125,7 @@ class RayExecutor:
             raise RayUnavailableError(RAY_INSTALL_HINT) from None
         self._ray = ray
         if not ray.is_initialized():
-            init_options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if address == "auto" and cpus is not None:
-                init_options["num_cpus"] = cpus
-            ray.init(address=None if address == "auto" else address, **init_options)
+            ray.init(address=None if address == "auto" else address, include_dashboard=False, log_to_driver=False)
         actor_class = ray.remote(num_gpus=gpus_per_worker, num_cpus=1)(Worker)
         self._actors = [actor_class.remote(setup) for _ in range(workers)]
         versions = ray.get([actor.model_version.remote() for actor in self._actors])
