@@ -56,23 +56,31 @@ def image_fetcher(settings: Settings) -> ImageFetcher:
     )
 
 
-def prediction_job(settings: Settings, segmenter: MaskModel, images: ImageProvider) -> PredictionJob | None:
-    """The background job writing deferred predictions to Label Studio; None without its URL and key
+def prediction_job(
+    settings: Settings, segmenter: MaskModel, images: ImageProvider, client: LabelStudioClient | None
+) -> PredictionJob | None:
+    """The background job writing deferred predictions to Label Studio with `client` (default: one
+    from the settings); None without LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY
     (backend.label_studio_check says so at start-up)."""
     if not settings.label_studio_api:
         return None
     assert settings.label_studio_url is not None and settings.label_studio_api_key is not None
-    client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
+    if client is None:
+        client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
     return PredictionJob(segmenter, images, client, queue_limit=settings.job_queue_limit)
 
 
 def create_app(
-    settings: Settings, segmenter: MaskModel, images: ImageProvider | None = None
+    settings: Settings,
+    segmenter: MaskModel,
+    images: ImageProvider | None = None,
+    label_studio: LabelStudioClient | None = None,
 ) -> Flask:
-    """The backend app serving `segmenter`; `images` defaults to an ImageFetcher from the settings."""
+    """The backend app serving `segmenter`; `images` defaults to an ImageFetcher from the settings,
+    `label_studio` (the client the background job writes with) to a LabelStudioClient from them."""
     images = images if images is not None else image_fetcher(settings)
     metrics = ServiceMetrics()
-    job = prediction_job(settings, segmenter, images)
+    job = prediction_job(settings, segmenter, images, label_studio)
     predictor = Predictor(segmenter, images, metrics, budget_s=settings.predict_budget, job=job)
 
     app = Flask(__name__)

@@ -1,13 +1,20 @@
-"""Shared fixtures: the captured Label Studio 1.23.2 requests and exports, the offline stand-in model."""
+"""Shared fixtures: the captured Label Studio 1.23.2 requests and exports, the offline stand-in model,
+and one real Label Studio per session for the end-to-end tests (with a REST client)."""
 
 import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mlcdseg.errors import LabelStudioError
+from mlcdseg.labelstudio.client import LabelStudioClient
+from mlcdseg.labelstudio.local_server import LabelStudioServer, find_label_studio
+
+SKIP_VARIABLE = "MLCDSEG_SKIP_LABELSTUDIO"
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "labelstudio-1.23.2"
 
 # Tests never reach the Hugging Face hub nor touch ~/.cache: offline mode and a throwaway HF_HOME
@@ -59,3 +66,36 @@ def stand_in_segmenter(stand_in_model_dir: Path):
     from mlcdseg.model.loading import load_model
 
     return load_model(str(stand_in_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def label_studio_executable() -> Path:
+    """The label-studio executable; fails (does not skip) when it is missing, unless opted out."""
+    if os.environ.get(SKIP_VARIABLE) == "1":
+        pytest.skip(f"{SKIP_VARIABLE}=1: Label Studio end-to-end tests skipped on request")
+    try:
+        return find_label_studio()
+    except LabelStudioError as error:
+        missing = str(error)
+    pytest.fail(
+        f"{missing}\n`make test` installs Label Studio into .venv-labelstudio; "
+        f"set {SKIP_VARIABLE}=1 to skip these tests instead.",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def label_studio(
+    label_studio_executable: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabelStudioServer]:
+    """A running Label Studio on a free loopback port with a fresh SQLite database."""
+    with LabelStudioServer(
+        tmp_path_factory.mktemp("label-studio"), executable=label_studio_executable
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def client(label_studio: LabelStudioServer) -> LabelStudioClient:
+    """A REST client authenticated with the session user's legacy token."""
+    return LabelStudioClient(label_studio.url, label_studio.token)

@@ -39,35 +39,7 @@ from mlcdseg.evaluation.metrics import PRECISION_THRESHOLDS
 from mlcdseg.model.loading import STAND_IN_VERSION_PREFIX
 from mlcdseg.model.stand_in import colour_rule_mask
 
-SKIP_VARIABLE = "MLCDSEG_SKIP_LABELSTUDIO"
 LABEL_CONFIG_DIR = REPO_ROOT / "label_config"
-
-
-@pytest.fixture(scope="session")
-def label_studio_executable() -> Path:
-    """The label-studio executable; fails (does not skip) when it is missing, unless opted out."""
-    if os.environ.get(SKIP_VARIABLE) == "1":
-        pytest.skip(f"{SKIP_VARIABLE}=1: Label Studio end-to-end tests skipped on request")
-    try:
-        return find_label_studio()
-    except LabelStudioError as error:
-        missing = str(error)
-    pytest.fail(
-        f"{missing}\n`make test` installs Label Studio into .venv-labelstudio; "
-        f"set {SKIP_VARIABLE}=1 to skip these tests instead.",
-        pytrace=False,
-    )
-
-
-@pytest.fixture(scope="session")
-def label_studio(
-    label_studio_executable: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LabelStudioServer]:
-    """A running Label Studio on a free loopback port with a fresh SQLite database."""
-    with LabelStudioServer(
-        tmp_path_factory.mktemp("label-studio"), executable=label_studio_executable
-    ) as server:
-        yield server
 
 
 @pytest.fixture(scope="session")
@@ -82,12 +54,6 @@ def backend(
         label_studio_api_key=label_studio.token,
     ) as server:
         yield server
-
-
-@pytest.fixture(scope="session")
-def client(label_studio: LabelStudioServer) -> LabelStudioClient:
-    """A REST client authenticated with the session user's legacy token."""
-    return LabelStudioClient(label_studio.url, label_studio.token)
 
 
 @dataclass(frozen=True)
