@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from mlcdseg.labelstudio.tasks import Skip, SkipCode
 from mlcdseg.prelabel.pipeline import (
     ImageProvider,
     MaskModel,
+    PipelineTimes,
     TaskOutcome,
     predict_tasks,
 )
@@ -70,6 +72,8 @@ class PredictionJob:
         self._counts: Counter[str] = Counter()
         self._failures_by_reason: Counter[str] = Counter()
         self._recent_failures: deque[dict[str, Any]] = deque(maxlen=RECENT_FAILURES)
+        self._times = PipelineTimes()
+        self._upload_s = 0.0
         self._thread: threading.Thread | None = None
 
     def claimed(self, project_id: int, task_ids: Sequence[Any]) -> set[Any]:
@@ -114,6 +118,11 @@ class PredictionJob:
                 "refused": self._counts["refused"],
                 "failures_by_reason": dict(self._failures_by_reason),
                 "recent_failures": list(self._recent_failures),
+                "seconds": {
+                    "fetch_and_decode": round(self._times.fetch_s, 3),
+                    "model": round(self._times.model_s, 3),
+                    "upload": round(self._upload_s, 3),
+                },
             }
 
     def _ensure_worker(self) -> None:
@@ -143,10 +152,15 @@ class PredictionJob:
         while True:
             batch = self._next_batch()
             try:
+                times = PipelineTimes()
                 outcomes = predict_tasks(
-                    self.segmenter, self.images, batch[0].label_config, [queued.task for queued in batch]
+                    self.segmenter, self.images, batch[0].label_config, [queued.task for queued in batch], times
                 )
+                upload_started = time.perf_counter()
                 self._store(batch[0].project_id, outcomes)
+                with self._lock:
+                    self._times.add(times)
+                    self._upload_s += time.perf_counter() - upload_started
             except Exception as error:  # noqa: BLE001 - one failed batch must not end the job
                 if not isinstance(error, MlcdsegError):
                     logger.exception("prediction job: unexpected error")

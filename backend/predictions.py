@@ -21,6 +21,7 @@ from mlcdseg.errors import ExpressionError, MlcdsegError
 from mlcdseg.prelabel.pipeline import (
     ImageProvider,
     MaskModel,
+    PipelineTimes,
     PredictionItem,
     Task,
     TaskDataError,
@@ -215,9 +216,9 @@ class Predictor:
             if time.monotonic() - started >= self.budget_s:
                 not_reached.extend(group.task_ids)
                 continue
-            group_started = time.perf_counter()
-            outcomes.extend(predict_group(self.segmenter, self.images, control, group))
-            self.metrics.record_model_call(time.perf_counter() - group_started, calls=len(group.task_ids))
+            times = PipelineTimes()
+            outcomes.extend(predict_group(self.segmenter, self.images, control, group, times))
+            self.metrics.record_model_call(times.model_s, calls=len(group.task_ids))
         deferred, refused = self._defer(request, not_reached)
         answers = _answers_in_order(request.tasks, outcomes)
         failed = [outcome.failure for outcome in outcomes if outcome.failure is not None]

@@ -128,12 +128,15 @@ def _assert_one_prediction_per_task_following_the_colour_rule(client: LabelStudi
 
 
 @pytest.fixture(scope="module")
-def budget_backend(
-    label_studio: LabelStudioServer, stand_in_3ms: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[BackendServer]:
-    """Our backend with a 1 s /predict budget, its background job writing to Label Studio."""
+def budget_backend(label_studio: LabelStudioServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
+    """Our backend with a 1 s /predict budget, its background job writing to Label Studio.
+
+    The stand-in costs 30 ms a call here, so that the job is still at work when the first
+    retrieval has returned.
+    """
+    model = write_stand_in_model(tmp_path_factory.mktemp("models") / "stand-in-30ms", latency_ms=30)
     with BackendServer(
-        stand_in_3ms,
+        model,
         tmp_path_factory.mktemp("budget-backend"),
         label_studio_url=label_studio.url,
         label_studio_api_key=label_studio.token,
