@@ -20,6 +20,8 @@ from mlcdseg.prelabel.pipeline import PipelineTimes, Task, TaskOutcome, predict_
 
 logger = logging.getLogger(__name__)
 
+#: Decoded images a worker keeps: batches of tasks that share images fetch each image once.
+WORKER_IMAGE_CACHE = 32
 RAY_INSTALL_HINT = "--ray needs Ray: pip install 'mlcdseg[ray]' (or pip install ray)"
 Done = tuple[list[Task], list[TaskOutcome], PipelineTimes]
 
@@ -44,7 +46,7 @@ class Worker:
     def __init__(self, setup: WorkerSetup) -> None:
         self.setup = setup
         self.segmenter = setup.model.load_segmenter()
-        self.images = ImageFetcher(setup.label_studio_url, setup.api_key)
+        self.images = ImageFetcher(setup.label_studio_url, setup.api_key, cache_size=WORKER_IMAGE_CACHE)
 
     def model_version(self) -> str:
         """The loaded model's version (what the driver's skip check compares)."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,10 @@ class PrelabelOptions:
     page_size: int = 1000
 
 
+#: Uploads that may wait behind the one in progress while the model goes on.
+PENDING_UPLOADS = 2
+
+
 def prelabel(
     store: ProjectPredictions,
     executor: Executor,
@@ -104,48 +109,62 @@ def prelabel(
 ) -> PrelabelSummary:
     """Predict every task of the project not yet predicted by the store's model version, and upload.
 
-    `progress(n)` is called as n more tasks are settled (skipped, done or failed).
+    Uploads run in one background thread, in order, so the model does not wait for Label Studio;
+    a batch counts as done once it is stored. `progress(n)` is called as n more tasks are settled
+    (skipped, stored or failed).
     """
     started = time.monotonic()
     summary = PrelabelSummary(store.project_id, store.model_version)
     batch: list[Task] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcdseg-upload") as uploader:
+        uploads: deque[Future[tuple[Sequence[TaskOutcome], int, float]]] = deque()
 
-    def settle_one() -> None:
-        tasks, outcomes, times = executor.next_done()
-        summary.times.add(times)
-        upload_started = time.monotonic()
-        summary.replaced += _upload(store, tasks, outcomes, options.overwrite)
-        summary.upload_s += time.monotonic() - upload_started
-        summary.record(outcomes)
-        progress(len(tasks))
+        def finish_upload() -> None:
+            outcomes, replaced, seconds = uploads.popleft().result()
+            summary.replaced += replaced
+            summary.upload_s += seconds
+            summary.record(outcomes)
+            progress(len(outcomes))
 
-    for task in store.tasks(options.page_size, options.task_ids):
-        if not options.overwrite and holds_version(task, store.model_version):
-            summary.skipped += 1
-            progress(1)
-            continue
-        batch.append(task)
-        if len(batch) < options.batch_size:
-            continue
-        while not executor.has_free():
-            settle_one()
-        executor.submit(batch)
-        batch = []
-    if batch:
-        while not executor.has_free():
-            settle_one()
-        executor.submit(batch)
-    while executor.has_pending():
-        settle_one()
+        def settle_batch() -> None:
+            tasks, outcomes, times = executor.next_done()
+            summary.times.add(times)
+            uploads.append(uploader.submit(_upload, store, tasks, outcomes, options.overwrite))
+            while len(uploads) > PENDING_UPLOADS:
+                finish_upload()
+
+        def submit(tasks: list[Task]) -> None:
+            while not executor.has_free():
+                settle_batch()
+            executor.submit(tasks)
+
+        for task in store.tasks(options.page_size, options.task_ids):
+            if not options.overwrite and holds_version(task, store.model_version):
+                summary.skipped += 1
+                progress(1)
+                continue
+            batch.append(task)
+            if len(batch) == options.batch_size:
+                submit(batch)
+                batch = []
+        if batch:
+            submit(batch)
+        while executor.has_pending():
+            settle_batch()
+        while uploads:
+            finish_upload()
     summary.total_s = time.monotonic() - started
     return summary
 
 
-def _upload(store: ProjectPredictions, tasks: Sequence[Task], outcomes: Sequence[TaskOutcome], overwrite: bool) -> int:
-    """Upload a batch's predictions (after deleting what they replace); how many were replaced."""
+def _upload(
+    store: ProjectPredictions, tasks: Sequence[Task], outcomes: Sequence[TaskOutcome], overwrite: bool
+) -> tuple[Sequence[TaskOutcome], int, float]:
+    """Upload a batch's predictions (after deleting what they replace): (outcomes, replaced, seconds)."""
+    started = time.monotonic()
     replaced = 0
     if overwrite:
         predicted = {outcome.task_id for outcome in outcomes if outcome.item is not None}
         replaced = sum(store.delete_own(task) for task in tasks if task.get("id") in predicted)
     store.upload(outcomes)
-    return replaced
+    return outcomes, replaced, time.monotonic() - started
