@@ -94,17 +94,6 @@ def new_project(client: LabelStudioClient, folder: Path, names: list[str], tasks
     return project_id
 
 
-def stored_predictions(label_studio: LabelStudioServer, project_id: int) -> int:
-    """How many predictions a project holds."""
-    answer = requests.get(
-        f"{label_studio.url}/api/tasks",
-        params={"project": project_id, "page": 1, "page_size": 1},
-        headers={"Authorization": f"Token {label_studio.token}"},
-        timeout=60,
-    )
-    return int(answer.json()["total_predictions"])
-
-
 def run_retrieve(label_studio: LabelStudioServer, client: LabelStudioClient, model: Path, project_id: int, tasks: int, log_dir: Path) -> ModeResult:
     """One Retrieve predictions through the backend, until the background job is idle."""
     with BackendServer(model, log_dir, label_studio_url=label_studio.url, label_studio_api_key=label_studio.token) as backend:
@@ -113,7 +102,7 @@ def run_retrieve(label_studio: LabelStudioServer, client: LabelStudioClient, mod
         client.retrieve_predictions(project_id)
         while True:
             jobs = requests.get(f"{backend.url}/jobs", timeout=10).json()
-            if jobs["queued"] == 0 and jobs["in_flight"] == 0 and stored_predictions(label_studio, project_id) >= tasks:
+            if jobs["queued"] == 0 and jobs["in_flight"] == 0 and client.prediction_count(project_id) >= tasks:
                 break
             time.sleep(0.2)
         wall_s = time.monotonic() - started

@@ -191,26 +191,15 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
 
-def _stored_predictions(label_studio: LabelStudioServer, project: Project) -> int:
-    """How many predictions the project holds (one light request)."""
-    answer = requests.get(
-        f"{label_studio.url}/api/tasks",
-        params={"project": project.project_id, "page": 1, "page_size": 1},
-        headers={"Authorization": f"Token {label_studio.token}"},
-        timeout=30,
-    )
-    return int(answer.json()["total_predictions"])
-
-
 def _kill_once_predictions_are_stored(
-    command: list[str], label_studio: LabelStudioServer, project: Project, at_least: int, timeout_s: float = 240
+    command: list[str], client: LabelStudioClient, project: Project, at_least: int, timeout_s: float = 240
 ) -> int:
     """Run `command` and SIGKILL its process group once `at_least` predictions are stored; how many there were."""
     process = subprocess.Popen(command, env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     try:
         while True:
-            stored = _stored_predictions(label_studio, project)
+            stored = client.prediction_count(project.project_id)
             if stored >= at_least:
                 break
             assert process.poll() is None, f"prelabel ended (status {process.returncode}) before it was killed"
@@ -237,7 +226,7 @@ def test_prelabel_of_2000_tasks_killed_midway_and_run_again_gives_one_prediction
         label_studio, project, stand_in_3ms, summary_path, *(["--ray", "auto", "--workers", "2"] if ray else [])
     )
 
-    stored_before_kill = _kill_once_predictions_are_stored(command, label_studio, project, at_least=300)
+    stored_before_kill = _kill_once_predictions_are_stored(command, client, project, at_least=300)
     finished = subprocess.run(command, env=_environment(), capture_output=True, text=True, timeout=400)
 
     assert finished.returncode == 1, finished.stderr[-2000:]  # 1: some tasks failed (their images are missing)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from mlcdseg.atomic_files import write_files_atomically
+from mlcdseg.cli.export_source_options import add_label_studio_options
 from mlcdseg.cli.model_options import add_model_options, model_settings
 from mlcdseg.errors import LabelStudioError
 from mlcdseg.labelstudio.client import LabelStudioClient
@@ -34,13 +34,7 @@ def register_prelabel(subparsers: argparse._SubParsersAction) -> argparse.Argume
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    environment = os.environ
-    parser.add_argument(
-        "--label-studio-url", default=environment.get("LABEL_STUDIO_URL"), help="default: $LABEL_STUDIO_URL"
-    )
-    parser.add_argument(
-        "--api-key", default=environment.get("LABEL_STUDIO_API_KEY"), help="legacy token; default: $LABEL_STUDIO_API_KEY"
-    )
+    add_label_studio_options(parser)
     parser.add_argument("--project", type=int, required=True, metavar="ID", help="project id")
     parser.add_argument(
         "--tasks", type=_task_ids, metavar="IDS", help="only these task ids, comma-separated (default: all)"

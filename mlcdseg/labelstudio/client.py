@@ -150,6 +150,11 @@ class LabelStudioClient:
             raise
         return answer["tasks"], int(answer["total"])
 
+    def prediction_count(self, project_id: int) -> int:
+        """How many predictions a project holds (one light request)."""
+        answer = self._json("GET", "/api/tasks", params={"project": project_id, "page": 1, "page_size": 1})
+        return int(answer["total_predictions"])
+
     def import_predictions(self, project_id: int, predictions: Sequence[Mapping[str, Any]]) -> int:
         """Store predictions (`{"task": id, "result": [...], "model_version": ...}` each) in one request.
 
