@@ -149,7 +149,7 @@ def main() -> None:
         workdir = Path(scratch)
         model = write_stand_in_model(workdir / "stand-in", latency_ms=arguments.latency_ms)
         with LabelStudioServer(workdir / "label-studio", startup_timeout_s=600) as label_studio:
-            client = LabelStudioClient(label_studio.url, label_studio.token)
+            client = LabelStudioClient(label_studio.url, label_studio.token, timeout_s=900)
             folder = label_studio.document_root / "bench"
             names = write_images(folder, -(-arguments.tasks // len(EXPRESSIONS_PER_IMAGE)))
             results = []
