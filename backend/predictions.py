@@ -182,6 +182,7 @@ class Predictor:
     def _predict_interactive(self, request: PredictRequest) -> PredictionItem:
         """The one task of an interactive request; errors propagate to the annotator."""
         setup = labeling_setup(request.label_config)
+        control = setup.mask_control()
         (task,) = request.tasks
         wanted = task_input(task, setup, request.context_results)
         if wanted is None:
@@ -194,7 +195,6 @@ class Predictor:
             raise InvalidRequestError(str(error)) from None
         finally:
             self.metrics.record_model_call(time.perf_counter() - started)
-        control = setup.mask_control()
         return item_for_prediction(prediction, control, wanted.expression, self.segmenter.model_version)
 
     def _predict_batch(self, request: PredictRequest) -> list[TaskAnswer]:
