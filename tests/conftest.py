@@ -89,8 +89,9 @@ def label_studio(
     label_studio_executable: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LabelStudioServer]:
     """A running Label Studio on a free loopback port with a fresh SQLite database."""
+    # A first start runs the migrations (~35 s alone); a busy 2-core machine needs several times that.
     with LabelStudioServer(
-        tmp_path_factory.mktemp("label-studio"), executable=label_studio_executable
+        tmp_path_factory.mktemp("label-studio"), executable=label_studio_executable, startup_timeout_s=300
     ) as server:
         yield server
 
