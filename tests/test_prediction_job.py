@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -153,6 +154,33 @@ def test_without_label_studio_the_budget_alone_applies_and_the_summary_says_what
         "predict batch of 2 task(s), project 1: served 0, deferred 0 to the job, left 1 for a later "
         "retrieval, 0 owned by the job, failed 1 (no-expression: 1)"
     ) in caplog.text
+
+
+class ClockSegmenter(ScriptedSegmenter):
+    """Each predict_many call moves a fake clock on by one second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def predict_many(self, image, expressions, *, force_seg=None):
+        self.now += 1.0
+        return super().predict_many(image, expressions, force_seg=force_seg)
+
+
+def test_many_expressions_on_one_image_are_taken_a_few_at_a_time_so_the_budget_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    segmenter, label_studio = ClockSegmenter(), RecordingLabelStudio()
+    fake_time = SimpleNamespace(monotonic=lambda: segmenter.now, perf_counter=time.perf_counter)
+    monkeypatch.setattr("backend.predictions.time", fake_time)  # this module's clock only
+    client = _app(segmenter, label_studio, predict_budget=2.5)
+
+    answers = client.post("/predict", json=predict_body([task(task_id, "red") for task_id in range(1, 31)])).get_json()
+
+    # Chunks of BUDGET_CHUNK (8) expressions start at 0, 1 and 2 s; at 3 s the budget is spent.
+    assert [answer != [] for answer in answers["results"]] == [True] * 24 + [False] * 6
+    assert client.get("/jobs").get_json()["accepted"] == 6
 
 
 def test_within_the_budget_every_task_is_answered_in_the_response() -> None:

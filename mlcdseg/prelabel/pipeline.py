@@ -100,6 +100,13 @@ class ImageGroup:
     task_ids: list[Any] = field(default_factory=list)
     expressions: list[str] = field(default_factory=list)
 
+    def chunks(self, size: int) -> list[ImageGroup]:
+        """This group cut into groups of at most `size` tasks, in order (the same image each)."""
+        return [
+            ImageGroup(self.image_url, self.task_ids[start : start + size], self.expressions[start : start + size])
+            for start in range(0, len(self.task_ids), size)
+        ]
+
 
 def task_input(
     task: Task, setup: LabelingSetup, context_results: Sequence[Mapping[str, Any]] | None = None
