@@ -52,6 +52,7 @@ bench: venv
 	$(VENV)/bin/python bench/codec.py
 	$(VENV)/bin/python bench/evaluate.py
 	$(VENV)/bin/python bench/backend_load.py
+	$(VENV)/bin/python bench/prelabel.py
 
 clean:
 	rm -rf $(VENV) $(LABEL_STUDIO_VENV) build *.egg-info

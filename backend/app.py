@@ -1,7 +1,8 @@
 """The Label Studio ML backend's HTTP side: `create_app(settings, segmenter)` returns a Flask app.
 
 Endpoints (Label Studio 1.23 / label-studio-ml 2.x conventions): GET /health, POST /setup,
-POST /predict, POST /webhook, GET /versions, GET /metrics. Every error answer is JSON
+POST /predict, POST /webhook, GET /versions, GET /metrics; and GET /jobs, the background
+prediction job's progress. Every error answer is JSON
 {"error": "..."}: bad input 4xx, GPU out of memory 503, anything unexpected 500 (logged).
 """
 
@@ -18,17 +19,20 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from backend.prediction_job import PredictionJob
 from backend.predictions import (
     ImageProvider,
     InvalidRequestError,
     Predictor,
     PredictRequest,
     MaskModel,
+    TaskDataError,
     labeling_setup,
 )
 from backend.service_metrics import ServiceMetrics
 from backend.settings import Settings
 from mlcdseg.errors import GpuOutOfMemoryError, ImageFetchError, LabelConfigError, MlcdsegError
+from mlcdseg.labelstudio.client import LabelStudioClient
 from mlcdseg.labelstudio.image_fetch import ImageFetcher
 
 logger = logging.getLogger(__name__)
@@ -61,13 +65,32 @@ def image_fetcher(settings: Settings) -> ImageFetcher:
     )
 
 
+def prediction_job(
+    settings: Settings, segmenter: MaskModel, images: ImageProvider, client: LabelStudioClient | None
+) -> PredictionJob | None:
+    """The background job writing deferred predictions to Label Studio with `client` (default: one
+    from the settings); None without LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY
+    (backend.label_studio_check says so at start-up)."""
+    if not settings.label_studio_api:
+        return None
+    assert settings.label_studio_url is not None and settings.label_studio_api_key is not None
+    if client is None:
+        client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
+    return PredictionJob(segmenter, images, client, queue_limit=settings.job_queue_limit)
+
+
 def create_app(
-    settings: Settings, segmenter: MaskModel, images: ImageProvider | None = None
+    settings: Settings,
+    segmenter: MaskModel,
+    images: ImageProvider | None = None,
+    label_studio: LabelStudioClient | None = None,
 ) -> Flask:
-    """The backend app serving `segmenter`; `images` defaults to an ImageFetcher from the settings."""
+    """The backend app serving `segmenter`; `images` defaults to an ImageFetcher from the settings,
+    `label_studio` (the client the background job writes with) to a LabelStudioClient from them."""
     images = images if images is not None else image_fetcher(settings)
     metrics = ServiceMetrics()
-    predictor = Predictor(segmenter, images, metrics)
+    job = prediction_job(settings, segmenter, images, label_studio)
+    predictor = Predictor(segmenter, images, metrics, budget_s=settings.predict_budget, job=job)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
@@ -128,7 +151,22 @@ def create_app(
 
     @app.get("/metrics")
     def service_metrics() -> Response:
-        return jsonify({**metrics.snapshot(), "image_cache": images.cache_info()})
+        return jsonify(
+            {
+                **metrics.snapshot(),
+                "image_cache": images.cache_info(),
+                "prediction_job": job.snapshot() if job is not None else None,
+            }
+        )
+
+    @app.get("/jobs")
+    def jobs() -> Response:
+        if job is None:
+            return jsonify(
+                enabled=False,
+                reason="LABEL_STUDIO_URL or LABEL_STUDIO_API_KEY is unset: no background job",
+            )
+        return jsonify(enabled=True, **job.snapshot())
 
     return app
 
@@ -227,6 +265,7 @@ def _install_error_handlers(app: Flask, max_request_bytes: int) -> None:
     """Turn every error into a JSON answer; only unexpected ones are 500 and logged with a trace."""
 
     @app.errorhandler(InvalidRequestError)
+    @app.errorhandler(TaskDataError)
     @app.errorhandler(LabelConfigError)
     def bad_request(error: Exception) -> tuple[Response, int]:
         logger.info("bad request to %s: %s", request.path, error)

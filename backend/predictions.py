@@ -1,34 +1,55 @@
 """Predictions for Label Studio tasks, apart from HTTP: a /predict body in, prediction items out.
 
-Per task, as a pipeline: `task_input` (task + labeling setup + context → image URL and expression),
-`Predictor._timed_predict` (image + expression → the model's Prediction), `prediction_item` (mask → regions of
-the config's mask control → one Label Studio prediction item).
+Tasks go through the library's pipeline (mlcdseg.prelabel.pipeline: task → image URL and
+expression → grouped by image → predict_many → regions → prediction item), the same path the
+background job and `mlcdseg prelabel` take. A batch works within a time budget: tasks not reached
+get [] (Label Studio stores nothing for them) and go to the background job, which stores their
+predictions through Label Studio's API.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from backend.service_metrics import ServiceMetrics
-from mlcdseg.errors import ExpressionError, ImageFetchError, MlcdsegError
-from mlcdseg.labelstudio.tasks import data_text, task_data
-from mlcdseg.labelstudio.label_config import LabelingSetup, MaskControl, choose_label, parse_label_config
-from mlcdseg.labelstudio.regions import regions_for_mask, textarea_text
+from mlcdseg.errors import ExpressionError, MlcdsegError
+from mlcdseg.prelabel.pipeline import (
+    ImageProvider,
+    MaskModel,
+    PipelineTimes,
+    PredictionItem,
+    Task,
+    TaskDataError,
+    TaskOutcome,
+    group_by_image,
+    item_for_prediction,
+    labeling_setup,
+    prediction_item,
+    predict_group,
+    task_input,
+)
 
 if TYPE_CHECKING:
-    from mlcdseg.model.segmenter import Prediction
+    from backend.prediction_job import PredictionJob
 
 logger = logging.getLogger(__name__)
 
-Task = Mapping[str, Any]
-PredictionItem = dict[str, Any]
+__all__ = [
+    "ImageProvider",
+    "InvalidRequestError",
+    "MaskModel",
+    "PredictRequest",
+    "Predictor",
+    "TaskDataError",
+    "labeling_setup",
+    "project_id_of",
+]
+
 #: The answer for a task the backend could not serve: a list of no predictions. Label Studio
 #: accepts a list per task and stores nothing for an empty one, so the task stays without a
 #: prediction of this model version (it is asked again on the next retrieval, and evaluation
@@ -36,34 +57,21 @@ PredictionItem = dict[str, Any]
 TaskAnswer = PredictionItem | list[PredictionItem]
 
 
+#: Expressions of one image computed between two looks at the budget.
+BUDGET_CHUNK = 8
+
+
 class InvalidRequestError(MlcdsegError):
     """A request body that is malformed or does not fit the labeling config."""
 
 
-class TaskDataError(InvalidRequestError):
-    """One task's data lacks what a prediction needs (e.g. its image field)."""
-
-
-class MaskModel(Protocol):
-    """What the backend needs of a model (mlcdseg.model.segmenter.Segmenter, or a test double)."""
-
-    model_version: str
-    is_stand_in: bool
-
-    def predict(
-        self, image: Image.Image, expression: str, *, force_seg: bool | None = None
-    ) -> Prediction:
-        """The mask of what `expression` refers to in `image`."""
-
-
-class ImageProvider(Protocol):
-    """Where task images come from (mlcdseg.labelstudio.image_fetch.ImageFetcher, or a test double)."""
-
-    def fetch(self, url: str) -> Image.Image:
-        """The decoded RGB image at a task URL; raises ImageFetchError."""
-
-    def cache_info(self) -> dict[str, int]:
-        """Counters of the image cache (hits, misses, …)."""
+def project_id_of(body: Mapping[str, Any]) -> int | None:
+    """The project id of a /predict body's `"project": "<id>.<timestamp>"`, None when absent or odd."""
+    project = body.get("project")
+    if isinstance(project, int) and not isinstance(project, bool):
+        return project
+    head = str(project).split(".", 1)[0] if isinstance(project, str) else ""
+    return int(head) if head.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class PredictRequest:
     tasks: tuple[Task, ...]
     label_config: str
     context_results: tuple[Mapping[str, Any], ...] | None
+    project_id: int | None = None
 
     @property
     def interactive(self) -> bool:
@@ -90,6 +99,9 @@ class PredictRequest:
                 raise InvalidRequestError(
                     f'"tasks"[{index}] is a {type(task).__name__}, not a task object'
                 )
+            task_id = task.get("id")
+            if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, (int, str))):
+                raise InvalidRequestError(f'"tasks"[{index}].id is a {type(task_id).__name__}, not a task id')
         label_config = body.get("label_config")
         if not isinstance(label_config, str) or not label_config.strip():
             raise InvalidRequestError(
@@ -103,15 +115,12 @@ class PredictRequest:
             raise InvalidRequestError(
                 f"an interactive request (with a context) takes one task, not {len(tasks)}"
             )
-        return cls(tasks=tuple(tasks), label_config=label_config, context_results=context_results)
-
-
-@dataclass(frozen=True)
-class TaskInput:
-    """What one task asks of the model: the image to fetch and the referring expression."""
-
-    image_url: str
-    expression: str
+        return cls(
+            tasks=tuple(tasks),
+            label_config=label_config,
+            context_results=context_results,
+            project_id=project_id_of(body),
+        )
 
 
 def _context_results(context: object) -> tuple[Mapping[str, Any], ...] | None:
@@ -126,56 +135,37 @@ def _context_results(context: object) -> tuple[Mapping[str, Any], ...] | None:
     return tuple(results)
 
 
-#: parse_label_config, cached: Label Studio sends the same config text with every request.
-labeling_setup = functools.lru_cache(maxsize=32)(parse_label_config)
-
-
-def task_input(
-    task: Task, setup: LabelingSetup, context_results: Sequence[Mapping[str, Any]] | None
-) -> TaskInput | None:
-    """The image URL and expression of a task, or None when it has no expression.
-
-    The expression is the annotator's TextArea text in an interactive context, else the task data
-    field shown by the config's <Text> tag (or "expression"). Raises TaskDataError when a task with
-    an expression lacks its image URL.
-    """
-    data = task_data(task)
-    expression = textarea_text(context_results or [], setup.prompt_controls) or data_text(
-        data, setup.expression_field
-    )
-    if expression is None:
-        return None
-    image_url = data_text(data, setup.image_field)
-    if image_url is None:
-        raise TaskDataError(
-            f"task {task.get('id')}: no image URL in data[{setup.image_field!r}] (the field the "
-            f"<Image name={setup.image_name!r}> tag shows)"
-        )
-    return TaskInput(image_url=image_url, expression=expression)
-
-
-def prediction_item(regions: list[dict[str, Any]], model_version: str) -> PredictionItem:
-    """One Label Studio prediction: its regions and the model version (no invented score)."""
-    return {"result": regions, "model_version": model_version}
-
-
 class Predictor:
-    """Answers /predict requests with a segmenter and an image source; thread-safe."""
+    """Answers /predict requests with a segmenter and an image source; thread-safe.
 
-    def __init__(self, segmenter: MaskModel, images: ImageProvider, metrics: ServiceMetrics) -> None:
+    A batch is served within `budget_s` seconds: images are taken in turn until the budget is
+    spent, and the tasks not reached go to `job` (when there is one) and are answered [].
+    """
+
+    def __init__(
+        self,
+        segmenter: MaskModel,
+        images: ImageProvider,
+        metrics: ServiceMetrics,
+        *,
+        budget_s: float = float("inf"),
+        job: PredictionJob | None = None,
+    ) -> None:
         self.segmenter = segmenter
         self.images = images
         self.metrics = metrics
+        self.budget_s = budget_s
+        self.job = job
 
     def predict(self, request: PredictRequest) -> list[TaskAnswer]:
-        """Exactly one answer per task, in order: a prediction item, or [] for a failed task.
+        """Exactly one answer per task, in order: a prediction item, or [] for a task not served.
 
-        In a batch, a task whose image cannot be had, or whose data lacks the image URL, gets an
-        empty list (no prediction, see TaskAnswer) and a logged warning; in an interactive request
-        that is an error instead
-        (TaskDataError, ImageFetchError), so the annotator sees why. An expression the model
-        cannot take ("...", a lone surrogate) is likewise an empty prediction, or a 400
-        interactively. Other model errors always propagate.
+        In a batch, a task whose image cannot be had, whose data lacks the image URL or the
+        expression, that the budget did not reach, or that the background job owns gets an empty
+        list (no prediction, see TaskAnswer); one summary line is logged. In an interactive request
+        a task that cannot be served is an error instead (TaskDataError, ImageFetchError, or
+        InvalidRequestError for an expression the model cannot take), so the annotator sees why.
+        Model errors always propagate.
         """
         setup = labeling_setup(request.label_config)
         unknown = sorted(
@@ -186,43 +176,97 @@ class Predictor:
             raise InvalidRequestError(
                 f"the context names controls the labeling config lacks: {', '.join(unknown)}"
             )
-        control = setup.mask_control()
-        items = [self._predict_task(task, setup, control, request) for task in request.tasks]
+        if request.interactive:
+            items: list[TaskAnswer] = [self._predict_interactive(request)]
+        else:
+            items = self._predict_batch(request)
         self.metrics.count_predictions(len(items))
         return items
 
-    def _predict_task(
-        self, task: Task, setup: LabelingSetup, control: MaskControl, request: PredictRequest
-    ) -> TaskAnswer:
-        try:
-            wanted = task_input(task, setup, request.context_results)
-            if wanted is None:
-                return prediction_item([], self.segmenter.model_version)
-            image = self.images.fetch(wanted.image_url)
-        except (TaskDataError, ImageFetchError) as error:
-            if request.interactive:
-                raise
-            logger.warning("task %s gets no prediction: %s", task.get("id"), error)
-            self.metrics.count_failed_task()
-            return []
-        try:
-            prediction = self._timed_predict(image, wanted.expression)
-        except ExpressionError as error:  # e.g. "...": nothing is left to put in the prompt
-            if request.interactive:
-                raise InvalidRequestError(str(error)) from None
-            logger.info("task %s gets an empty prediction: %s", task.get("id"), error)
+    def _predict_interactive(self, request: PredictRequest) -> PredictionItem:
+        """The one task of an interactive request; errors propagate to the annotator."""
+        setup = labeling_setup(request.label_config)
+        control = setup.mask_control()
+        (task,) = request.tasks
+        wanted = task_input(task, setup, request.context_results)
+        if wanted is None:
             return prediction_item([], self.segmenter.model_version)
-        if not prediction.has_target:
-            return prediction_item([], self.segmenter.model_version)
-        label = choose_label(control, wanted.expression)
-        return prediction_item(
-            regions_for_mask(prediction.mask, control, label), self.segmenter.model_version
-        )
-
-    def _timed_predict(self, image: Image.Image, expression: str) -> Prediction:
-        """The segmenter's call, timed for /metrics."""
+        image = self.images.fetch(wanted.image_url)
         started = time.perf_counter()
         try:
-            return self.segmenter.predict(image, expression)
+            (prediction,) = self.segmenter.predict_many(image, [wanted.expression])
+        except ExpressionError as error:  # e.g. "...": nothing is left to put in the prompt
+            raise InvalidRequestError(str(error)) from None
         finally:
             self.metrics.record_model_call(time.perf_counter() - started)
+        return item_for_prediction(prediction, control, wanted.expression, self.segmenter.model_version)
+
+    def _predict_batch(self, request: PredictRequest) -> list[TaskAnswer]:
+        """Every task of a batch through the shared pipeline, within the budget."""
+        started = time.monotonic()
+        setup = labeling_setup(request.label_config)
+        control = setup.mask_control()
+        project_id = request.project_id
+        owned = (
+            self.job.claimed(project_id, [task.get("id") for task in request.tasks])
+            if self.job is not None and project_id is not None
+            else set()
+        )
+        groups, outcomes = group_by_image(
+            [task for task in request.tasks if task.get("id") not in owned], setup
+        )
+        not_reached: list[Any] = []
+        # Many expressions on one image are taken a few at a time, so that the budget holds.
+        for group in (chunk for whole in groups for chunk in whole.chunks(BUDGET_CHUNK)):
+            if time.monotonic() - started >= self.budget_s:
+                not_reached.extend(group.task_ids)
+                continue
+            times = PipelineTimes()
+            outcomes.extend(predict_group(self.segmenter, self.images, control, group, times))
+            self.metrics.record_model_call(times.model_s, calls=len(group.task_ids))
+        deferred, refused = self._defer(request, not_reached)
+        answers = _answers_in_order(request.tasks, outcomes)
+        failed = [outcome.failure for outcome in outcomes if outcome.failure is not None]
+        for failure in failed:
+            logger.warning("task %s gets no prediction: %s", failure.task_id, failure.reason)
+            self.metrics.count_failed_task(failure.code.value)
+        reasons = Counter(failure.code.value for failure in failed)
+        logger.info(
+            "predict batch of %d task(s), project %s: served %d, deferred %d to the job, left %d "
+            "for a later retrieval, %d owned by the job, failed %d%s, in %.1f s",
+            len(request.tasks), project_id, len(outcomes) - len(failed), deferred, refused,
+            len(owned), len(failed),
+            f" ({', '.join(f'{code}: {count}' for code, count in reasons.most_common())})" if reasons else "",
+            time.monotonic() - started,
+        )
+        return answers
+
+    def _defer(self, request: PredictRequest, task_ids: Sequence[Any]) -> tuple[int, int]:
+        """Hand the tasks the budget did not reach to the job; (deferred, left without a job)."""
+        if not task_ids:
+            return 0, 0
+        if self.job is None or request.project_id is None:
+            logger.warning(
+                "%d task(s) not reached within MLCDSEG_PREDICT_BUDGET=%g s get no prediction now: %s; "
+                "retrieve predictions again for them",
+                len(task_ids), self.budget_s,
+                "no background job (set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)"
+                if self.job is None
+                else "the request names no project",
+            )
+            return 0, len(task_ids)
+        wanted = set(task_ids)
+        return self.job.submit(
+            request.project_id,
+            [task for task in request.tasks if task.get("id") in wanted],
+            request.label_config,
+        )
+
+
+def _answers_in_order(tasks: Sequence[Task], outcomes: Sequence[TaskOutcome]) -> list[TaskAnswer]:
+    """One answer per task, in request order: its prediction item, or [] when it has none."""
+    items: dict[Any, list[PredictionItem]] = defaultdict(list)
+    for outcome in outcomes:
+        if outcome.item is not None:
+            items[outcome.task_id].append(outcome.item)
+    return [items[task.get("id")].pop(0) if items[task.get("id")] else [] for task in tasks]

@@ -10,6 +10,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from backend.app import create_app
+from backend.label_studio_check import warn_about_label_studio
 from backend.settings import Settings
 from mlcdseg.errors import MlcdsegError
 from mlcdseg.log_lines import configure_logging as configure_log_lines
@@ -33,10 +34,12 @@ def configure_logging(settings: Settings) -> None:
 def load_app(settings: Settings) -> Flask:
     """Load the model the settings name (once, in this process) and build the app around it.
 
-    Runs in a gunicorn worker: a model that cannot be loaded is logged as one line and ends the
+    Runs in a gunicorn worker: the Label Studio settings are checked first (one warning line when
+    the URL or key is unset, the host unreachable or the key refused; never fatal). A model that cannot be loaded is logged as one line and ends the
     worker with gunicorn's boot-error status, which stops the whole server instead of respawning.
     """
     configure_logging(settings)
+    warn_about_label_studio(settings)
     try:
         segmenter = settings.load_segmenter()
     except MlcdsegError as error:

@@ -15,7 +15,7 @@ class ServiceMetrics:
         self._requests: Counter[str] = Counter()
         self._status_classes: Counter[str] = Counter()
         self._predictions = 0
-        self._failed_tasks = 0
+        self._failed_tasks: Counter[str] = Counter()
         self._model_calls = 0
         self._model_seconds_total = 0.0
         self._recent_model_seconds: deque[float] = deque(maxlen=latency_window)
@@ -35,17 +35,17 @@ class ServiceMetrics:
         with self._lock:
             self._predictions += count
 
-    def count_failed_task(self) -> None:
-        """One task got an empty prediction because its image or data could not be used."""
+    def count_failed_task(self, reason: str) -> None:
+        """One task got no prediction because its image or data could not be used (`reason`: a SkipCode value)."""
         with self._lock:
-            self._failed_tasks += 1
+            self._failed_tasks[reason] += 1
 
-    def record_model_call(self, seconds: float) -> None:
-        """One model call took `seconds`."""
+    def record_model_call(self, seconds: float, calls: int = 1) -> None:
+        """`calls` model calls on one image took `seconds` together."""
         with self._lock:
-            self._model_calls += 1
+            self._model_calls += calls
             self._model_seconds_total += seconds
-            self._recent_model_seconds.append(seconds)
+            self._recent_model_seconds.extend([seconds / max(calls, 1)] * calls)
 
     def snapshot(self) -> dict[str, object]:
         """All counters as a JSON-ready dict; latencies in milliseconds, None before the first call."""
@@ -56,7 +56,8 @@ class ServiceMetrics:
                 "responses": dict(self._status_classes),
                 "errors": self._status_classes["4xx"] + self._status_classes["5xx"],
                 "predictions": self._predictions,
-                "failed_tasks": self._failed_tasks,
+                "failed_tasks": sum(self._failed_tasks.values()),
+                "failed_tasks_by_reason": dict(self._failed_tasks),
                 "model_calls": self._model_calls,
                 "model_latency_ms": {
                     "mean": (

@@ -39,6 +39,8 @@ class Settings(ModelSettings):
     image_cache_size: int = 8  # MLCDSEG_IMAGE_CACHE_SIZE: decoded images kept; 0 = no cache
     image_cache_mb: int = 512  # MLCDSEG_IMAGE_CACHE_MB: MiB of decoded pixels kept, at most
     max_request_bytes: int = 64 * _MIB  # MLCDSEG_MAX_REQUEST_BYTES: largest request body
+    predict_budget: float = 20.0  # MLCDSEG_PREDICT_BUDGET: seconds a batch /predict computes
+    job_queue_limit: int = 100_000  # MLCDSEG_JOB_QUEUE_LIMIT: tasks the background job may hold
 
     def __post_init__(self) -> None:
         """Validate every field, so that `dataclasses.replace` validates too."""
@@ -71,9 +73,16 @@ class Settings(ModelSettings):
             ("MLCDSEG_IMAGE_CACHE_SIZE", self.image_cache_size, 0),
             ("MLCDSEG_IMAGE_CACHE_MB", self.image_cache_mb, 0),
             ("MLCDSEG_MAX_REQUEST_BYTES", self.max_request_bytes, 1),
+            ("MLCDSEG_PREDICT_BUDGET", self.predict_budget, 0.0),
+            ("MLCDSEG_JOB_QUEUE_LIMIT", self.job_queue_limit, 0),
         ):
             if not value >= least:  # also refuses NaN
                 raise SettingsError(f"{name}={value} must be at least {least}")
+
+    @property
+    def label_studio_api(self) -> bool:
+        """True when both LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are set (the job can write)."""
+        return bool(self.label_studio_url and self.label_studio_api_key)
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:
@@ -111,4 +120,6 @@ class Settings(ModelSettings):
             max_request_bytes=reader.integer(
                 "MLCDSEG_MAX_REQUEST_BYTES", defaults.max_request_bytes
             ),
+            predict_budget=reader.number("MLCDSEG_PREDICT_BUDGET", defaults.predict_budget),
+            job_queue_limit=reader.integer("MLCDSEG_JOB_QUEUE_LIMIT", defaults.job_queue_limit),
         )

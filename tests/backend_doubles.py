@@ -85,6 +85,11 @@ class ScriptedSegmenter:
             )
         return Prediction(mask=mask, has_target=True, prompt=expression)
 
+    def predict_many(
+        self, image: Image.Image, expressions: list[str], *, force_seg: bool | None = None
+    ) -> list[Prediction]:
+        return [self.predict(image, expression, force_seg=force_seg) for expression in expressions]
+
 
 def make_app(segmenter: Any, images: Any = None, **settings: Any) -> Flask:
     """The backend app over `segmenter`, images from a DictImages unless given."""

@@ -17,8 +17,9 @@ ALLOWED = {
     "labelstudio": {"masks"},
     "evaluation": {"labelstudio", "masks"},
     "refcoco": {"evaluation", "labelstudio", "masks"},
+    "prelabel": {"labelstudio", "model", "masks"},
     "demo": {"labelstudio", "model"},
-    "cli": {"masks", "model", "labelstudio", "evaluation", "refcoco", "demo"},
+    "cli": {"masks", "model", "labelstudio", "evaluation", "refcoco", "demo", "prelabel"},
     "__main__": {"cli"},
 }
 

@@ -211,7 +211,7 @@ def test_text_tag_names_the_expression_field() -> None:
 
 
 @pytest.mark.parametrize("expression", [None, "", "   "])
-def test_task_without_expression_is_answered_empty_without_fetching_or_the_model(
+def test_task_without_expression_gets_no_prediction_without_fetching_or_the_model(
     expression,
 ) -> None:
     segmenter, images = ScriptedSegmenter(), DictImages()
@@ -220,7 +220,8 @@ def test_task_without_expression_is_answered_empty_without_fetching_or_the_model
         .test_client()
         .post("/predict", json=predict_body([task(1, expression)]))
     )
-    assert response.get_json() == {"results": [{"result": [], "model_version": "scripted@1"}]}
+    # No expression is a failure (reason no-expression), not the model answering "no target".
+    assert response.get_json() == {"results": [[]]}
     assert segmenter.calls == [] and images.fetched == []
 
 
@@ -246,26 +247,22 @@ def test_batch_with_bad_tasks_serves_the_others(caplog: pytest.LogCaptureFixture
     assert response.status_code == 200
     answers = response.get_json()["results"]
     # Tasks 2 and 3 failed: an empty list, so Label Studio stores no prediction for them (a stored
-    # empty prediction would read as the model answering "no target"). Task 4 has no expression:
-    # an empty prediction of the model version.
-    assert answers[1] == [] and answers[2] == []
-    assert answers[3] == {"result": [], "model_version": "scripted@1"}
+    # empty prediction would read as the model answering "no target"); so does task 4, which has
+    # no expression.
+    assert answers[1] == [] and answers[2] == [] and answers[3] == []
     assert [len(answers[index]["result"]) for index in (0, 4)] == [1, 1]
     assert "task 2 gets no prediction: image /data/upload/1/missing.png: HTTP 404" in caplog.text
     assert "task 3 gets no prediction" in caplog.text and "data['image']" in caplog.text
-    assert (
-        app.test_client().get("/metrics").get_json()["failed_tasks"] == 2
-    )  # task 4 has no expression
+    metrics = app.test_client().get("/metrics").get_json()
+    assert metrics["failed_tasks_by_reason"] == {"image-unreachable": 1, "no-image": 1, "no-expression": 1}
 
 
-def test_same_image_for_several_expressions_is_fetched_per_task_by_url() -> None:
-    images = DictImages()
+def test_expressions_sharing_an_image_fetch_it_once_and_go_to_the_model_together() -> None:
+    images, segmenter = DictImages(), ScriptedSegmenter()
     tasks = [task(1, "red"), task(2, "blue")]
-    make_app(ScriptedSegmenter(), images).test_client().post("/predict", json=predict_body(tasks))
-    assert images.fetched == [
-        SHAPES_URL,
-        SHAPES_URL,
-    ]  # the ImageFetcher's cache makes the second free
+    make_app(segmenter, images).test_client().post("/predict", json=predict_body(tasks))
+    assert images.fetched == [SHAPES_URL]
+    assert segmenter.calls == ["red", "blue"]
 
 
 def test_metrics_count_requests_predictions_errors_and_model_latency() -> None:
@@ -278,4 +275,4 @@ def test_metrics_count_requests_predictions_errors_and_model_latency() -> None:
     assert metrics["model_calls"] == 2
     assert metrics["errors"] == 1 and metrics["responses"] == {"2xx": 1, "4xx": 1}
     assert metrics["model_latency_ms"]["mean"] >= 0 and metrics["model_latency_ms"]["p50"] >= 0
-    assert metrics["image_cache"]["misses"] == 2
+    assert metrics["image_cache"]["misses"] == 1  # one image for both expressions

@@ -232,6 +232,5 @@ def test_refused_image_urls_are_422_interactively_and_empty_in_a_batch(
         "/predict", json=predict_body([task(1, "red", image=image_url), task(2, None)])
     )
     assert batch.status_code == 200
-    # the refused image: no prediction at all; the task without expression: an empty one
-    assert batch.get_json()["results"][0] == []
-    assert batch.get_json()["results"][1]["result"] == []
+    # neither the refused image nor the task without expression gets a prediction
+    assert batch.get_json()["results"] == [[], []]

@@ -28,6 +28,7 @@ from mlcdseg import __version__
 from mlcdseg.cli.demo import register_demo
 from mlcdseg.cli.evaluate import register_evaluate
 from mlcdseg.cli.predict import register_predict, register_stand_in_model
+from mlcdseg.cli.prelabel import register_prelabel
 from mlcdseg.cli.refcoco import register_export_refcoco, register_import_refcoco
 from mlcdseg.cli.verify_engine import register_verify_engine
 from mlcdseg.errors import MlcdsegError, one_line
@@ -43,6 +44,7 @@ COMMANDS: list[Register] = [
     register_predict,
     register_demo,
     register_evaluate,
+    register_prelabel,
     register_export_refcoco,
     register_import_refcoco,
     register_stand_in_model,

@@ -19,6 +19,19 @@ from mlcdseg.evaluation.samples import ANNOTATION_MODES, MAX_IMAGE_PIXELS, Sampl
 from mlcdseg.labelstudio.export_source import ExportSource, open_export_source
 
 
+def add_label_studio_options(group: argparse._ActionsContainer) -> None:
+    """--label-studio-url and --api-key, defaulting to $LABEL_STUDIO_URL and $LABEL_STUDIO_API_KEY."""
+    environment = os.environ
+    group.add_argument(
+        "--label-studio-url", default=environment.get("LABEL_STUDIO_URL"), help="default: $LABEL_STUDIO_URL"
+    )
+    group.add_argument(
+        "--api-key",
+        default=environment.get("LABEL_STUDIO_API_KEY"),
+        help="legacy token or personal access token; default: $LABEL_STUDIO_API_KEY",
+    )
+
+
 def add_export_source_arguments(
     parser: argparse.ArgumentParser, *, model_version_help: str, live_project_description: str | None = None
 ) -> None:
@@ -55,13 +68,7 @@ def add_export_source_arguments(
         help="skip a task whose regions declare an image of more pixels (default %(default)s)",
     )
     live = parser.add_argument_group("live project (instead of SOURCE)", live_project_description)
-    environment = os.environ
-    live.add_argument(
-        "--label-studio-url", default=environment.get("LABEL_STUDIO_URL"), help="default: $LABEL_STUDIO_URL"
-    )
-    live.add_argument(
-        "--api-key", default=environment.get("LABEL_STUDIO_API_KEY"), help="default: $LABEL_STUDIO_API_KEY"
-    )
+    add_label_studio_options(live)
     live.add_argument("--project", type=int, metavar="ID", help="project id to export as a snapshot")
     live.add_argument(
         "--export-timeout",

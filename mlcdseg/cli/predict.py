@@ -78,6 +78,12 @@ def register_stand_in_model(subparsers: argparse._SubParsersAction) -> argparse.
         metavar="DIRECTORY",
         help="directory to write (created; must be empty or hold a stand-in)",
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=_milliseconds,
+        default=0.0,
+        help="set cost of each model call in milliseconds, for load tests and benchmarks (default: %(default)s)",
+    )
     parser.set_defaults(handler=_run_stand_in_model)
     return parser
 
@@ -105,8 +111,9 @@ def _run_predict(arguments: argparse.Namespace) -> int:
 
 def _run_stand_in_model(arguments: argparse.Namespace) -> int:
     """Handler of `mlcdseg stand-in-model`."""
-    directory = write_stand_in_model(arguments.directory)
-    print(f"wrote the offline stand-in model to {directory}")
+    directory = write_stand_in_model(arguments.directory, latency_ms=arguments.latency_ms)
+    latency = f" (each call takes {arguments.latency_ms:g} ms)" if arguments.latency_ms else ""
+    print(f"wrote the offline stand-in model to {directory}{latency}")
     print(
         "It is NOT MLCD-Seg: it segments the pixels of the first colour named in the expression, "
         f"for tests and offline demos. Use it with --model {directory}"
@@ -206,3 +213,14 @@ def _image_path(path: str) -> str:
             f"{path!r}: end it with an image extension such as .png, .jpg or .webp"
         )
     return path
+
+
+def _milliseconds(text: str) -> float:
+    """argparse type: a duration in milliseconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} ms: the latency must be 0 or more")
+    return value

@@ -1,6 +1,7 @@
 """A small REST client for the Label Studio 1.23 calls the demo and the end-to-end tests need.
 
-Authenticates with a legacy API token (`Authorization: Token …`); every non-2xx answer raises
+Authenticates with a legacy API token (`Authorization: Token …`) or a personal access token
+(exchanged for `Bearer` access tokens, mlcdseg.labelstudio.auth); every non-2xx answer raises
 LabelStudioError carrying the method, path, status and response body. It can create the user's
 personal access token (a JWT refresh token) for clients that authenticate the new way, such as the
 ML backend. Export snapshots with full predictions are taken by mlcdseg.labelstudio.export_source.
@@ -17,25 +18,33 @@ from typing import Any
 import requests
 
 from mlcdseg.errors import LabelStudioError
+from mlcdseg.labelstudio.auth import LabelStudioAuth
 
 JsonObject = dict[str, Any]
 _BODY_PREVIEW_CHARS = 2000
 
 
 class LabelStudioClient:
-    """REST calls against one Label Studio at `url`, authenticated with a legacy API `token`."""
+    """REST calls against one Label Studio at `url`, authenticated with a legacy API token or a
+    personal access token (`token`)."""
 
     def __init__(self, url: str, token: str, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self._session = requests.Session()
-        self._session.headers["Authorization"] = f"Token {token}"
+        self._auth = LabelStudioAuth(self.url, token, self._session, timeout_s)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Send one request; raise LabelStudioError on a connection failure or a non-2xx status."""
+        """Send one request; raise LabelStudioError on a connection failure or a non-2xx status.
+
+        With a personal access token, a 401 renews the access token and sends the request once more.
+        """
         kwargs.setdefault("timeout", self.timeout_s)
         try:
-            response = self._session.request(method, f"{self.url}{path}", **kwargs)
+            response = self._session.request(method, f"{self.url}{path}", headers=self._auth.header(), **kwargs)
+            if response.status_code == 401 and self._auth.uses_refresh:
+                self._auth.forget_access_token()
+                response = self._session.request(method, f"{self.url}{path}", headers=self._auth.header(), **kwargs)
         except requests.RequestException as error:
             raise LabelStudioError(f"{method} {self.url}{path} failed: {error}") from error
         if not response.ok:
@@ -63,6 +72,10 @@ class LabelStudioClient:
         """
         body = {"title": title} if label_config is None else {"title": title, "label_config": label_config}
         return self._json("POST", "/api/projects", json=body)
+
+    def project(self, project_id: int) -> JsonObject:
+        """A project's fields, e.g. its `label_config`."""
+        return self._json("GET", f"/api/projects/{project_id}")
 
     def update_project(self, project_id: int, **fields: Any) -> JsonObject:
         """Change project fields, e.g. `label_config` (checked against existing tasks and annotations)."""
@@ -116,6 +129,48 @@ class LabelStudioClient:
             if not answer["tasks"] or len(found) >= answer["total"]:
                 return sorted(found, key=lambda task: task["id"])
             page += 1
+
+    def task_page(
+        self, project_id: int, page: int, page_size: int, task_ids: Sequence[int] | None = None
+    ) -> tuple[list[JsonObject], int]:
+        """One page of a project's tasks with their predictions' model versions, and the total count.
+
+        Tasks come oldest first with `fields=all` (each prediction with its id and model_version);
+        `task_ids` limits the page to those tasks. Past the last page the list is empty (Label
+        Studio answers 404 there, which this turns into an empty page).
+        """
+        params: dict[str, Any] = {"project": project_id, "page": page, "page_size": page_size, "fields": "all"}
+        if task_ids is not None:
+            params["query"] = json.dumps({"selectedItems": {"all": False, "included": list(task_ids)}})
+        try:
+            answer = self._json("GET", "/api/tasks", params=params)
+        except LabelStudioError as error:
+            if " answered 404" in str(error):
+                return [], 0
+            raise
+        return answer["tasks"], int(answer["total"])
+
+    def prediction_count(self, project_id: int) -> int:
+        """How many predictions a project holds (one light request)."""
+        answer = self._json("GET", "/api/tasks", params={"project": project_id, "page": 1, "page_size": 1})
+        return int(answer["total_predictions"])
+
+    def import_predictions(self, project_id: int, predictions: Sequence[Mapping[str, Any]]) -> int:
+        """Store predictions (`{"task": id, "result": [...], "model_version": ...}` each) in one request.
+
+        Label Studio checks every task id against the project first and creates them all in one
+        bulk insert; returns how many it created.
+        """
+        answer = self._json("POST", f"/api/projects/{project_id}/import/predictions", json=list(predictions))
+        return int(answer["created"])
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        """Delete one stored prediction."""
+        self._request("DELETE", f"/api/predictions/{prediction_id}")
+
+    def whoami(self) -> JsonObject:
+        """The user the token belongs to; a cheap call to check the URL and the key."""
+        return self._json("GET", "/api/current-user/whoami")
 
     def connect_ml_backend(
         self, project_id: int, backend_url: str, title: str = "MLCD-Seg", is_interactive: bool = True

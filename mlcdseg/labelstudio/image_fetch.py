@@ -8,10 +8,8 @@ allow-list, and never a link-local or cloud metadata address, whatever the allow
 
 from __future__ import annotations
 
-import base64
 import http.cookiejar
 import ipaddress
-import json
 import logging
 import socket
 import threading
@@ -23,6 +21,7 @@ import requests
 from PIL import Image
 
 from mlcdseg.errors import ImageDecodeError, ImageFetchError
+from mlcdseg.labelstudio.auth import LabelStudioAuth
 from mlcdseg.labelstudio.image_cache import DEFAULT_CACHE_BYTES, DecodedImageCache
 from mlcdseg.labelstudio.transfer_deadline import TransferDeadline, watch_connections
 from mlcdseg.masks.images import load_image
@@ -36,9 +35,7 @@ METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(address) for address in ("fd00:ec2::254", "100.100.100.200", "192.0.0.192")
 )
 MAX_REDIRECTS = 5
-TOKEN_REFRESH_PATH = "/api/token/refresh/"
 _CHUNK_BYTES = 64 * 1024
-_TOKEN_EXPIRY_MARGIN_S = 30.0
 _NOT_IMAGE_TYPES = ("text/", "application/json", "application/xml", "application/xhtml")
 
 Resolver = Callable[[str, int], Iterable[str]]
@@ -63,85 +60,6 @@ def _sendable_url(shown_url: str, url: str) -> str:
         return requests.Request("GET", url).prepare().url
     except (requests.RequestException, ValueError) as error:
         raise ImageFetchError(f"image {shown_url}: {url!r} is not a valid URL: {error}") from None
-
-
-def _jwt_claims(token: str) -> dict | None:
-    """The (unverified) payload of a JSON Web Token, or None when `token` is not JWT-shaped."""
-    segments = token.split(".")
-    if len(segments) != 3:
-        return None
-    try:
-        header, payload = (
-            json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-            for segment in segments[:2]
-        )
-    except ValueError:
-        return None
-    if not isinstance(header, dict) or "alg" not in header or not isinstance(payload, dict):
-        return None
-    return payload
-
-
-class _LabelStudioAuth:
-    """The Authorization header for Label Studio: a legacy `Token`, or a `Bearer` access token
-    obtained from a personal access token (a refresh JWT) and renewed when it expires or is refused.
-    """
-
-    def __init__(
-        self, base_url: str, api_key: str, session: requests.Session, timeout: float
-    ) -> None:
-        self._base_url = base_url
-        self._api_key = api_key
-        self._session = session
-        self._timeout = timeout
-        self.uses_refresh = _jwt_claims(api_key) is not None
-        self._access_token: str | None = None
-        self._access_expires_at = 0.0
-        self._lock = threading.Lock()
-
-    def header(self) -> dict[str, str]:
-        """The header to send with a request to Label Studio."""
-        if not self.uses_refresh:
-            return {"Authorization": f"Token {self._api_key}"}
-        with self._lock:
-            if self._access_token is None or time.time() >= self._access_expires_at:
-                self._refresh()
-            return {"Authorization": f"Bearer {self._access_token}"}
-
-    def forget_access_token(self) -> None:
-        """Drop the cached access token, e.g. after Label Studio answered 401."""
-        with self._lock:
-            self._access_token = None
-
-    def _refresh(self) -> None:
-        """Exchange the personal access token for a fresh access token."""
-        url = self._base_url + TOKEN_REFRESH_PATH
-        try:
-            response = self._session.post(
-                url, json={"refresh": self._api_key}, timeout=self._timeout
-            )
-        except requests.RequestException as error:
-            raise ImageFetchError(
-                f"cannot refresh the Label Studio access token at {url}: {error}"
-            ) from error
-        try:
-            body = response.json() if response.ok else None
-        except ValueError:
-            body = None
-        access = body.get("access") if isinstance(body, dict) else None
-        if not isinstance(access, str):
-            raise ImageFetchError(
-                f"Label Studio refused the personal access token at {url} (HTTP {response.status_code}); "
-                "check LABEL_STUDIO_API_KEY"
-            )
-        expiry = (_jwt_claims(access) or {}).get("exp")
-        self._access_token = access
-        self._access_expires_at = (
-            float(expiry) - _TOKEN_EXPIRY_MARGIN_S
-            if isinstance(expiry, (int, float))
-            else float("inf")
-        )
-        logger.debug("refreshed the Label Studio access token")
 
 
 class ImageFetcher:
@@ -178,7 +96,7 @@ class ImageFetcher:
         if isinstance(self._session, requests.Session):
             watch_connections(self._session)
         self._auth = (
-            _LabelStudioAuth(self._label_studio_url, api_key, self._session, timeout)
+            LabelStudioAuth(self._label_studio_url, api_key, self._session, timeout, ImageFetchError)
             if self._label_studio_url and api_key
             else None
         )

@@ -32,6 +32,8 @@ class SkipCode(str, enum.Enum):
     CORRUPT_MASK = "corrupt-mask"
     PREDICTION_IDS_ONLY = "prediction-ids-only"
     IMAGE_TOO_LARGE = "image-too-large"
+    IMAGE_UNREACHABLE = "image-unreachable"
+    UPLOAD_FAILED = "upload-failed"
     OTHER = "other"
 
 

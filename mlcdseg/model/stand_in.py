@@ -50,8 +50,11 @@ named in the prompt ({", ".join(COLOURS)}). No colour word, or no pixel of that 
 """
 
 
-def write_stand_in_model(directory: str | os.PathLike) -> Path:
+def write_stand_in_model(directory: str | os.PathLike, latency_ms: float = 0.0) -> Path:
     """Write the offline stand-in's model directory and return its absolute path.
+
+    `latency_ms` is stored in config.json: each `seg` call then sleeps that long, a set cost
+    per expression for tests and benchmarks.
 
     The directory gets config.json (with ``auto_map``), the remote-code modules, model.safetensors,
     a slow Qwen2 tokenizer with a byte-level vocabulary, and a README saying it is not MLCD-Seg.
@@ -63,7 +66,7 @@ def write_stand_in_model(directory: str | os.PathLike) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as staging:
         staging_dir = Path(staging)
-        _save_model(staging_dir)
+        _save_model(staging_dir, latency_ms)
         _save_tokenizer(staging_dir)
         (staging_dir / "README.md").write_text(_README, encoding="utf-8")
         for staged_file in sorted(staging_dir.iterdir()):
@@ -92,7 +95,7 @@ def _refuse_to_overwrite_other_files(target: Path) -> None:
         )
 
 
-def _save_model(directory: Path) -> None:
+def _save_model(directory: Path, latency_ms: float) -> None:
     """Save config.json, the remote-code modules and model.safetensors into `directory`."""
     import torch
 
@@ -103,7 +106,9 @@ def _save_model(directory: Path) -> None:
     # imports) next to the weights: the layout trust_remote_code loads.
     MlcdsegStandInConfig.register_for_auto_class()
     MlcdsegStandInModel.register_for_auto_class("AutoModel")
-    model = MlcdsegStandInModel(MlcdsegStandInConfig())
+    if not latency_ms >= 0:
+        raise ValueError(f"latency_ms={latency_ms} must be 0 or more")
+    model = MlcdsegStandInModel(MlcdsegStandInConfig(latency_ms=latency_ms))
     with torch.no_grad():
         model.max_colour_distance.fill_(MAX_COLOUR_DISTANCE)
     model.save_pretrained(directory, safe_serialization=True)

@@ -5,6 +5,8 @@ It exists so the whole pipeline (from_pretrained with trust_remote_code, the slo
 about MLCD-Seg's quality.
 """
 
+import time
+
 import numpy as np
 import torch
 from transformers import PreTrainedModel
@@ -41,7 +43,10 @@ class MlcdsegStandInModel(PreTrainedModel):
         image: PIL image (RGB). N is 1 when the first colour named in the prompt is present;
         otherwise 0, or 1 all-zero mask when `force_seg` is True (MLCD-Seg's benchmark mode).
         The prompt goes through the tokenizer (encode then decode) like a real model's input.
+        The call takes at least `config.latency_ms` (a set cost, 0 by default).
         """
+        if self.config.latency_ms > 0:
+            time.sleep(self.config.latency_ms / 1000)
         text = tokenizer.decode(tokenizer.encode(prompt, add_special_tokens=False))
         rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
         height, width = rgb.shape[:2]

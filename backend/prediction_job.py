@@ -1,0 +1,209 @@
+"""The backend's background pre-labeling job: tasks a /predict could not reach within its budget are
+computed here and written to Label Studio through its API, with the same model version.
+
+One job per backend process, one worker thread. A task id is queued at most once per project
+while it is queued or in flight (`claimed`), and /predict answers such tasks with [] so that each
+task has one writer. Before uploading, the job asks Label Studio which tasks already hold a
+prediction of this model version (another worker process, or a retrieval answered meanwhile) and
+leaves them out. Tasks it stored stay `claimed` for the life of the process, so a later
+synchronous /predict in this process never stores them twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mlcdseg.errors import LabelStudioError, MlcdsegError, one_line
+from mlcdseg.labelstudio.client import LabelStudioClient
+from mlcdseg.labelstudio.tasks import Skip, SkipCode
+from mlcdseg.prelabel.pipeline import (
+    ImageProvider,
+    MaskModel,
+    PipelineTimes,
+    TaskOutcome,
+    predict_tasks,
+)
+from mlcdseg.prelabel.store import ProjectPredictions
+
+logger = logging.getLogger(__name__)
+
+Task = Mapping[str, Any]
+#: Failures kept for GET /jobs (the newest); the counts by reason cover all of them.
+RECENT_FAILURES = 100
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    """A task waiting for the job, with the project it belongs to and that project's labeling config."""
+
+    project_id: int
+    task: Task
+    label_config: str
+
+
+class PredictionJob:
+    """Computes deferred tasks in a background thread and stores their predictions in Label Studio."""
+
+    def __init__(
+        self,
+        segmenter: MaskModel,
+        images: ImageProvider,
+        client: LabelStudioClient,
+        *,
+        queue_limit: int,
+        batch_size: int = 100,
+    ) -> None:
+        self.segmenter = segmenter
+        self.images = images
+        self.client = client
+        self.queue_limit = queue_limit
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queue: deque[QueuedTask] = deque()
+        self._claimed: set[tuple[int, Any]] = set()
+        self._in_flight = 0
+        self._counts: Counter[str] = Counter()
+        self._failures_by_reason: Counter[str] = Counter()
+        self._recent_failures: deque[dict[str, Any]] = deque(maxlen=RECENT_FAILURES)
+        self._times = PipelineTimes()
+        self._upload_s = 0.0
+        self._thread: threading.Thread | None = None
+
+    def claimed(self, project_id: int, task_ids: Sequence[Any]) -> set[Any]:
+        """Those of `task_ids` the job owns: queued, in flight, or stored by it."""
+        with self._lock:
+            return {task_id for task_id in task_ids if (project_id, task_id) in self._claimed}
+
+    def submit(self, project_id: int, tasks: Sequence[Task], label_config: str) -> tuple[int, int]:
+        """Queue the tasks not yet claimed; (accepted, refused). Refuses what exceeds the queue limit."""
+        with self._lock:
+            fresh = [task for task in tasks if (project_id, task.get("id")) not in self._claimed]
+            room = max(0, self.queue_limit - len(self._queue))
+            accepted, refused = fresh[:room], fresh[room:]
+            for task in accepted:
+                self._claimed.add((project_id, task.get("id")))
+                self._queue.append(QueuedTask(project_id, task, label_config))
+            self._counts["queued_total"] += len(accepted)
+            self._counts["refused"] += len(refused)
+            if accepted:
+                self._ensure_worker()
+                self._wake.notify()
+        if refused:
+            logger.warning(
+                "prediction job refused %d task(s) of project %d: its queue holds %d, the limit "
+                "(MLCDSEG_JOB_QUEUE_LIMIT) is %d; retrieve predictions again once it has drained",
+                len(refused), project_id, len(self._queue), self.queue_limit,
+            )
+        return len(accepted), len(refused)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Progress for GET /jobs and /metrics: queue, counts, failures by reason and the latest ones."""
+        with self._lock:
+            return {
+                "model_version": self.segmenter.model_version,
+                "queued": len(self._queue),
+                "in_flight": self._in_flight,
+                "queue_limit": self.queue_limit,
+                "accepted": self._counts["queued_total"],
+                "stored": self._counts["stored"],
+                "already_stored": self._counts["already_stored"],
+                "failed": sum(self._failures_by_reason.values()),
+                "refused": self._counts["refused"],
+                "failures_by_reason": dict(self._failures_by_reason),
+                "recent_failures": list(self._recent_failures),
+                "seconds": {
+                    "fetch_and_decode": round(self._times.fetch_s, 3),
+                    "model": round(self._times.model_s, 3),
+                    "upload": round(self._upload_s, 3),
+                },
+            }
+
+    def _ensure_worker(self) -> None:
+        """Start the worker thread on first use (called with the lock held)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name="mlcdseg-prediction-job", daemon=True)
+            self._thread.start()
+
+    def _next_batch(self) -> list[QueuedTask]:
+        """Wait for work; up to batch_size queued tasks of one project and config."""
+        with self._wake:
+            while not self._queue:
+                self._wake.wait()
+            first = self._queue.popleft()
+            batch = [first]
+            while (
+                self._queue
+                and len(batch) < self.batch_size
+                and (self._queue[0].project_id, self._queue[0].label_config) == (first.project_id, first.label_config)
+            ):
+                batch.append(self._queue.popleft())
+            self._in_flight = len(batch)
+            return batch
+
+    def _work(self) -> None:
+        """The worker thread: batches forever; an error fails the batch's tasks, never the thread."""
+        while True:
+            batch = self._next_batch()
+            try:
+                times = PipelineTimes()
+                outcomes = predict_tasks(
+                    self.segmenter, self.images, batch[0].label_config, [queued.task for queued in batch], times
+                )
+                upload_started = time.perf_counter()
+                self._store(batch[0].project_id, outcomes)
+                with self._lock:
+                    self._times.add(times)
+                    self._upload_s += time.perf_counter() - upload_started
+            except Exception as error:  # noqa: BLE001 - one failed batch must not end the job
+                if not isinstance(error, MlcdsegError):
+                    logger.exception("prediction job: unexpected error")
+                reason = f"the job failed on this batch: {one_line(error)}"
+                code = SkipCode.UPLOAD_FAILED if isinstance(error, LabelStudioError) else SkipCode.OTHER
+                self._record(
+                    [TaskOutcome(q.task.get("id"), failure=Skip(q.task.get("id"), reason, code)) for q in batch],
+                    release=[(q.project_id, q.task.get("id")) for q in batch],
+                )
+            with self._lock:
+                self._in_flight = 0
+
+    def _store(self, project_id: int, outcomes: list[TaskOutcome]) -> None:
+        """Upload the predicted outcomes that Label Studio does not hold yet; record every outcome."""
+        store = ProjectPredictions(self.client, project_id, self.segmenter.model_version)
+        predicted = [outcome for outcome in outcomes if outcome.item is not None]
+        held = store.holders([outcome.task_id for outcome in predicted])
+        store.upload([outcome for outcome in predicted if outcome.task_id not in held])
+        failed = [outcome for outcome in outcomes if outcome.failure is not None]
+        with self._lock:
+            self._counts["stored"] += len(predicted) - len(held)
+            self._counts["already_stored"] += len(held)
+        # Failed tasks are released, so that a later retrieval may try them again.
+        self._record(failed, release=[(project_id, outcome.task_id) for outcome in failed])
+        logger.info(
+            "prediction job: project %d, stored %d, already stored %d, failed %d%s; %d queued",
+            project_id, len(predicted) - len(held), len(held), len(failed),
+            _by_reason(failed), len(self._queue),
+        )
+
+    def _record(self, failed: Sequence[TaskOutcome], release: Sequence[tuple[int, Any]]) -> None:
+        """Count failures by reason, keep the latest, and release the tasks' claims."""
+        with self._lock:
+            for outcome in failed:
+                assert outcome.failure is not None
+                self._failures_by_reason[outcome.failure.code.value] += 1
+                self._recent_failures.append(
+                    {**outcome.failure.record(), "code": outcome.failure.code.value}
+                )
+            self._claimed.difference_update(release)
+
+
+def _by_reason(failed: Sequence[TaskOutcome]) -> str:
+    """" (image-unreachable: 2, no-expression: 1)" for a log line; "" when nothing failed."""
+    counts = Counter(outcome.failure.code.value for outcome in failed if outcome.failure is not None)
+    return f" ({', '.join(f'{code}: {count}' for code, count in counts.most_common())})" if counts else ""
