@@ -12,7 +12,6 @@ import http.cookiejar
 import ipaddress
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
 from urllib.parse import urljoin, urlsplit
