@@ -145,8 +145,25 @@ def measure(engine: NativeEngine, counts: Sequence[int], warmup: int, repeats: i
         rows.append({"expressions": count, "one_call_ms_per_expression": per_call, "engine_ms_per_expression": batched,
                      "speedup": per_call / batched})
     reprompt = median_ms(lambda: engine.segment_suffixes(engine.encode_image(image), suffixes[:1], generate=False), device, warmup, repeats)
+    graphs = engine.use_cuda_graphs
+    engine.use_cuda_graphs = False
+    reprompt_launched = median_ms(lambda: engine.segment_suffixes(engine.encode_image(image), suffixes[:1], generate=False), device, warmup, repeats)
+    eager = engine.segment_suffixes(engine.encode_image(image), suffixes[:1], generate=False)[0]
+    engine.use_cuda_graphs = graphs
+    replayed = engine.segment_suffixes(engine.encode_image(image), suffixes[:1], generate=False)[0]
+    agreement = {
+        "graph_vs_eager_seg_hidden_max_abs": float((replayed.seg_hidden - eager.seg_hidden).abs().max()),
+        "graph_vs_eager_mask_iou": mask_iou(replayed.masks, eager.masks),
+    }
     encode = median_ms(lambda: engine.encode_image(image, use_cache=False), device, warmup, repeats)
-    return {"image": list(image.size), **tokens, "rows": rows, "cached_reprompt_ms": reprompt, "encode_image_ms": encode, **peaks}
+    return {"image": list(image.size), **tokens, "rows": rows, "cached_reprompt_ms": reprompt,
+            "cached_reprompt_ms_without_graph": reprompt_launched, **agreement, "encode_image_ms": encode, **peaks}
+
+
+def mask_iou(first: np.ndarray, second: np.ndarray) -> float:
+    """IoU of two bool mask stacks; 1.0 when both are empty."""
+    union = np.logical_or(first, second).sum()
+    return 1.0 if union == 0 else float(np.logical_and(first, second).sum() / union)
 
 
 def print_table(result: dict) -> None:
@@ -157,7 +174,9 @@ def print_table(result: dict) -> None:
     for row in result["rows"]:
         print(f"{row['expressions']:>11} | {row['one_call_ms_per_expression']:>16.1f} | "
               f"{row['engine_ms_per_expression']:>14.1f} | {row['speedup']:>6.1f}x")
-    print(f"encode image: {result['encode_image_ms']:.1f} ms; re-prompt on a cached image: {result['cached_reprompt_ms']:.1f} ms")
+    print(f"encode image: {result['encode_image_ms']:.1f} ms; re-prompt on a cached image: {result['cached_reprompt_ms']:.1f} ms "
+          f"({result['cached_reprompt_ms_without_graph']:.1f} ms without the CUDA graph; graph vs eager: [SEG] state "
+          f"max |diff| {result['graph_vs_eager_seg_hidden_max_abs']:.2e}, mask IoU {result['graph_vs_eager_mask_iou']:.4f})")
     if result["peak_gib_one_call"] is not None:
         print(f"peak memory: one call {result['peak_gib_one_call']:.2f} GiB, engine at "
               f"{max(r['expressions'] for r in result['rows'])} expressions {result['peak_gib_engine']:.2f} GiB")
@@ -180,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     config = architecture(args.tiny)
     with torch.inference_mode():
         network = build_network(config, device, dtype)
-    engine = NativeEngine(network, RandomPrompts(config.llm.vocab), cache_size=4)
+    engine = NativeEngine(network, RandomPrompts(config.llm.vocab), cache_size=4, use_cuda_graphs=True)
     counts = [int(count) for count in args.expressions.split(",")]
     result = measure(engine, counts, args.warmup if args.warmup is not None else (1 if args.tiny else 3),
                      args.repeats if args.repeats is not None else (2 if args.tiny else 7))

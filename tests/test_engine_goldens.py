@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mlcdseg.engine import load_native_engine
@@ -124,3 +125,27 @@ def test_several_seg_tokens_in_the_answer_give_several_masks(engine, manifest):
     finally:
         engine.answer = original
     assert result.masks.shape == (2, *encoded.size)
+
+
+def test_a_re_prompt_padded_to_its_graph_width_on_a_reused_working_cache_reproduces_the_reference(engine, manifest, goldens):
+    """What a CUDA-graph replay computes, run eagerly on the CPU: a template batch at the bucket
+    width owns the working cache; each expression's inputs are loaded into it and prefilled
+    again on the same columns, one after the other."""
+    from mlcdseg.engine.engine import _SuffixBatch
+    from mlcdseg.engine.suffix_graph import WIDTH_BUCKET, bucket_width
+
+    image_name, records = max(pairs_by_image(manifest).items(), key=lambda item: len(item[1]))
+    encoded = engine.encode_image(Image.open(FIXTURE / "images" / image_name))
+    suffixes = [engine.prompts.suffix_ids(record["expression"], engine.answer) for record in records]
+    width = bucket_width(max(len(suffix) for suffix in suffixes))
+    assert width % WIDTH_BUCKET == 0 and width >= max(len(suffix) for suffix in suffixes)
+    with torch.inference_mode():
+        template = _SuffixBatch(engine, encoded, [[0] * width], 0)
+        for record, suffix in zip(records, suffixes):
+            request = _SuffixBatch(engine, encoded, [suffix], 0, width=width, cache=template.cache)
+            template.load_inputs(request)
+            template.cache.length = template.prefix_length
+            answers, states = request.forced_answers(template.prefill())
+            (result,) = engine._masks(encoded, answers, states)
+            assert_matches(result, goldens, f"{record['pair']}_forced")
+    assert encoded.prefix_cache.length == template.prefix_length  # the image's own cache is untouched

@@ -8,7 +8,7 @@ the expressions' suffixes on that key/value cache, then SAM's prompt encoder and
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +24,7 @@ from .llm import KvCache
 from .network import MlcdSegNetwork
 from .preprocessing import anyres_tiles, postprocess_masks, sam_input
 from .projector import merge_tile_features
+from .suffix_graph import SuffixGraph, bucket_width
 from .prompting import DEFAULT_ANSWER, ChatmlPrompts, PromptCodec, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -35,13 +36,15 @@ class EncodedImage:
 
     size: (height, width) of the original image; sam_embedding: (1, C, g, g);
     sam_resized: (height, width) of the image inside SAM's padded square;
-    prefix_cache: 1-row key/value cache of the prompt up to and including the image tokens.
+    prefix_cache: 1-row key/value cache of the prompt up to and including the image tokens;
+    suffix_graphs: the re-prompt CUDA graphs captured on this image, by padded width.
     """
 
     size: tuple[int, int]
     sam_embedding: torch.Tensor
     sam_resized: tuple[int, int]
     prefix_cache: KvCache
+    suffix_graphs: dict[int, SuffixGraph] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def prefix_length(self) -> int:
@@ -65,7 +68,12 @@ class Segmentation:
 
 
 class NativeEngine:
-    """SamPredictor-style MLCD-Seg: `encode_image` once, `segment` many times."""
+    """SamPredictor-style MLCD-Seg: `encode_image` once, `segment` many times.
+
+    use_cuda_graphs: on CUDA, replay a teacher-forced re-prompt (one expression) on an encoded
+    image from a CUDA graph (mlcdseg.engine.suffix_graph) instead of launching every kernel.
+    Off by default: it has not yet been run on a GPU (bench/engine_gpu.py measures and checks it).
+    """
 
     def __init__(
         self,
@@ -74,8 +82,10 @@ class NativeEngine:
         answer: str = DEFAULT_ANSWER,
         max_new_tokens: int = 32,
         cache_size: int = 8,
+        use_cuda_graphs: bool = False,
     ) -> None:
         self.network = network.eval()
+        self.use_cuda_graphs = use_cuda_graphs
         self.prompts = prompts
         self.answer = answer
         self.max_new_tokens = max_new_tokens
@@ -124,13 +134,37 @@ class NativeEngine:
         """Segment token-id suffixes in one batch: teacher-forced, or greedy until `[SEG]`/stop."""
         if not suffixes:
             return []
-        batch = _SuffixBatch(self, encoded, suffixes, self.max_new_tokens if generate else 0)
-        hidden = batch.prefill()
+        replayed = self._graph_prefill(encoded, suffixes[0]) if self._replays_graph(suffixes, generate) else None
+        if replayed is not None:
+            batch, hidden = replayed
+        else:
+            batch = _SuffixBatch(self, encoded, suffixes, self.max_new_tokens if generate else 0)
+            hidden = batch.prefill()
         if generate:
             answers, seg_states = batch.decode_greedy(hidden[:, -1])
         else:
             answers, seg_states = batch.forced_answers(hidden)
         return self._masks(encoded, answers, seg_states)
+
+    def _replays_graph(self, suffixes: Sequence[Sequence[int]], generate: bool) -> bool:
+        """Whether this call is a teacher-forced re-prompt that a CUDA graph can replay."""
+        return self.use_cuda_graphs and self.device.type == "cuda" and len(suffixes) == 1 and not generate
+
+    def _graph_prefill(self, encoded: EncodedImage, suffix: Sequence[int]) -> tuple[_SuffixBatch, torch.Tensor] | None:
+        """One suffix's batch (layout only) and its prefill, replayed from the image's graph;
+        None (and graphs off from then on, with a warning) when capturing fails."""
+        width = bucket_width(len(suffix))
+        graph = encoded.suffix_graphs.get(width)
+        if graph is None:
+            try:
+                graph = SuffixGraph(_SuffixBatch(self, encoded, [[0] * width], 0))
+            except RuntimeError as error:
+                logger.warning("CUDA graph capture failed (%s); re-prompts run without graphs", error)
+                self.use_cuda_graphs = False
+                return None
+            encoded.suffix_graphs[width] = graph
+        batch = _SuffixBatch(self, encoded, [suffix], 0, width=width, cache=graph.template.cache)
+        return batch, graph.replay(batch)
 
     def _masks(self, encoded: EncodedImage, answers: list[list[int]], seg_states: list[torch.Tensor]) -> list[Segmentation]:
         net = self.network
@@ -165,12 +199,22 @@ class _SuffixBatch:
     its own tokens, and a boolean mask hides padding and other rows' finished steps.
     """
 
-    def __init__(self, engine: NativeEngine, encoded: EncodedImage, suffixes: Sequence[Sequence[int]], max_new: int) -> None:
+    def __init__(
+        self,
+        engine: NativeEngine,
+        encoded: EncodedImage,
+        suffixes: Sequence[Sequence[int]],
+        max_new: int,
+        width: int = 0,
+        cache: KvCache | None = None,
+    ) -> None:
+        """`width`: pad to at least this many columns; `cache`: use this working cache (a
+        CUDA graph's) instead of a fresh copy of the prefix."""
         self.engine = engine
         self.net = engine.network
         device = engine.device
         self.prefix_length = encoded.prefix_length
-        self.width = width = max(len(suffix) for suffix in suffixes)
+        self.width = width = max(width, *(len(suffix) for suffix in suffixes))
         lengths = torch.tensor([len(suffix) for suffix in suffixes])
         # Built on the host from the known ids, moved once: no device-to-host syncs before decoding.
         tokens = torch.zeros(len(suffixes), width, dtype=torch.long)
@@ -179,11 +223,17 @@ class _SuffixBatch:
         self.host_tokens = tokens
         self.host_valid = torch.arange(width) >= (width - lengths)[:, None]
         self.tokens, self.lengths = tokens.to(device), lengths.to(device)
-        self.cache = encoded.prefix_cache.expanded(len(suffixes), width + max_new)
+        self.cache = cache if cache is not None else encoded.prefix_cache.expanded(len(suffixes), width + max_new)
         self.key_valid = torch.zeros(len(suffixes), self.cache.capacity, dtype=torch.bool)
         self.key_valid[:, : self.prefix_length] = True
         self.key_valid[:, self.prefix_length : self.prefix_length + width] = self.host_valid
         self.key_valid = self.key_valid.to(device)
+
+    def load_inputs(self, other: _SuffixBatch) -> None:
+        """Copy another batch's device inputs (same shape) into this one's tensors, in place."""
+        self.tokens.copy_(other.tokens)
+        self.lengths.copy_(other.lengths)
+        self.key_valid.copy_(other.key_valid)
 
     def prefill(self) -> torch.Tensor:
         """Hidden states (B, width, hidden) of the padded suffix block."""
