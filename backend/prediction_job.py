@@ -1,7 +1,7 @@
 """The backend's background pre-labeling job: tasks a /predict could not reach within its budget are
 computed here and written to Label Studio through its API, with the same model version.
 
-One job per backend process, one worker thread. A task id is queued at most once per project
+One job per backend process: one thread runs the model, another stores the previous batch meanwhile. A task id is queued at most once per project
 while it is queued or in flight (`claimed`), and /predict answers such tasks with [] so that each
 task has one writer. Before uploading, the job asks Label Studio which tasks already hold a
 prediction of this model version (another worker process, or a retrieval answered meanwhile) and
@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +69,10 @@ class PredictionJob:
         self._wake = threading.Condition(self._lock)
         self._queue: deque[QueuedTask] = deque()
         self._claimed: set[tuple[int, Any]] = set()
-        self._in_flight = 0
+        self._computing = 0  # tasks of the batch the model is on
+        self._uploading = 0  # tasks of the batch being stored (one at a time, beside the model)
+        self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcdseg-job-upload")
+        self._pending_upload: Future[None] | None = None
         self._counts: Counter[str] = Counter()
         self._failures_by_reason: Counter[str] = Counter()
         self._recent_failures: deque[dict[str, Any]] = deque(maxlen=RECENT_FAILURES)
@@ -109,7 +113,7 @@ class PredictionJob:
             return {
                 "model_version": self.segmenter.model_version,
                 "queued": len(self._queue),
-                "in_flight": self._in_flight,
+                "in_flight": self._computing + self._uploading,
                 "queue_limit": self.queue_limit,
                 "accepted": self._counts["queued_total"],
                 "stored": self._counts["stored"],
@@ -144,11 +148,15 @@ class PredictionJob:
                 and (self._queue[0].project_id, self._queue[0].label_config) == (first.project_id, first.label_config)
             ):
                 batch.append(self._queue.popleft())
-            self._in_flight = len(batch)
+            self._computing = len(batch)
             return batch
 
     def _work(self) -> None:
-        """The worker thread: batches forever; an error fails the batch's tasks, never the thread."""
+        """The worker thread: batches forever; an error fails the batch's tasks, never the thread.
+
+        A batch's upload runs in the uploader thread while the model takes the next batch; at most
+        one upload is pending, so the model never runs more than one batch ahead of Label Studio.
+        """
         while True:
             batch = self._next_batch()
             try:
@@ -156,22 +164,41 @@ class PredictionJob:
                 outcomes = predict_tasks(
                     self.segmenter, self.images, batch[0].label_config, [queued.task for queued in batch], times
                 )
-                upload_started = time.perf_counter()
-                self._store(batch[0].project_id, outcomes)
-                with self._lock:
-                    self._times.add(times)
-                    self._upload_s += time.perf_counter() - upload_started
             except Exception as error:  # noqa: BLE001 - one failed batch must not end the job
-                if not isinstance(error, MlcdsegError):
-                    logger.exception("prediction job: unexpected error")
-                reason = f"the job failed on this batch: {one_line(error)}"
-                code = SkipCode.UPLOAD_FAILED if isinstance(error, LabelStudioError) else SkipCode.OTHER
-                self._record(
-                    [TaskOutcome(q.task.get("id"), failure=Skip(q.task.get("id"), reason, code)) for q in batch],
-                    release=[(q.project_id, q.task.get("id")) for q in batch],
-                )
+                self._fail_batch(batch, error)
+                outcomes = None
+            if self._pending_upload is not None:
+                self._pending_upload.result()
             with self._lock:
-                self._in_flight = 0
+                self._computing = 0
+                if outcomes is not None:
+                    self._times.add(times)
+                    self._uploading = len(batch)
+            if outcomes is not None:
+                self._pending_upload = self._uploader.submit(self._upload, batch, outcomes)
+
+    def _upload(self, batch: list[QueuedTask], outcomes: list[TaskOutcome]) -> None:
+        """Store one computed batch (in the uploader thread); a failure fails the batch's tasks."""
+        started = time.perf_counter()
+        try:
+            self._store(batch[0].project_id, outcomes)
+        except Exception as error:  # noqa: BLE001 - one failed upload must not end the job
+            self._fail_batch(batch, error)
+        finally:
+            with self._lock:
+                self._upload_s += time.perf_counter() - started
+                self._uploading = 0
+
+    def _fail_batch(self, batch: list[QueuedTask], error: Exception) -> None:
+        """Record every task of `batch` as failed by `error` and release them for a later retrieval."""
+        if not isinstance(error, MlcdsegError):
+            logger.exception("prediction job: unexpected error")
+        reason = f"the job failed on this batch: {one_line(error)}"
+        code = SkipCode.UPLOAD_FAILED if isinstance(error, LabelStudioError) else SkipCode.OTHER
+        self._record(
+            [TaskOutcome(q.task.get("id"), failure=Skip(q.task.get("id"), reason, code)) for q in batch],
+            release=[(q.project_id, q.task.get("id")) for q in batch],
+        )
 
     def _store(self, project_id: int, outcomes: list[TaskOutcome]) -> None:
         """Upload the predicted outcomes that Label Studio does not hold yet; record every outcome."""
