@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mlcdseg.atomic_files import write_files_atomically
-from mlcdseg.cli.export_source_options import add_label_studio_options
+from mlcdseg.cli.export_source_options import add_label_studio_options, positive_int
 from mlcdseg.cli.model_options import add_model_options, model_settings
 from mlcdseg.errors import LabelStudioError
 from mlcdseg.labelstudio.client import LabelStudioClient
@@ -45,10 +45,10 @@ def register_prelabel(subparsers: argparse._SubParsersAction) -> argparse.Argume
         help="replace the predictions of this model version the tasks already hold (default: skip those tasks)",
     )
     parser.add_argument(
-        "--batch-size", type=_positive, default=64, help="tasks per model batch and per upload (default: %(default)s)"
+        "--batch-size", type=positive_int, default=64, help="tasks per model batch and per upload (default: %(default)s)"
     )
     parser.add_argument(
-        "--page-size", type=_positive, default=1000, help="tasks per Label Studio page read (default: %(default)s)"
+        "--page-size", type=positive_int, default=1000, help="tasks per Label Studio page read (default: %(default)s)"
     )
     parser.add_argument("-o", "--output", type=Path, metavar="SUMMARY_JSON", help="write the summary as JSON here")
     add_model_options(parser)
@@ -56,7 +56,7 @@ def register_prelabel(subparsers: argparse._SubParsersAction) -> argparse.Argume
     ray_options.add_argument(
         "--ray", metavar="ADDRESS", help="run the model on Ray: auto (a local Ray) or a cluster address"
     )
-    ray_options.add_argument("--workers", type=_positive, default=1, help="model replicas (default: %(default)s)")
+    ray_options.add_argument("--workers", type=positive_int, default=1, help="model replicas (default: %(default)s)")
     ray_options.add_argument(
         "--gpus-per-worker", type=float, default=0.0, help="GPUs each replica takes (default: %(default)s)"
     )
@@ -103,11 +103,3 @@ def _task_ids(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of task ids") from None
-
-
-def _positive(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return value
