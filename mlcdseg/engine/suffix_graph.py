@@ -11,7 +11,7 @@ cache. Only CUDA, a batch of one and the teacher-forced path (force_seg) use it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -58,5 +58,3 @@ class SuffixGraph:
         self.graph.replay()
         return self.hidden
 
-
-GraphFactory = Callable[[], SuffixGraph]
