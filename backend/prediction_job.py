@@ -122,11 +122,7 @@ class PredictionJob:
                 "refused": self._counts["refused"],
                 "failures_by_reason": dict(self._failures_by_reason),
                 "recent_failures": list(self._recent_failures),
-                "seconds": {
-                    "fetch_and_decode": round(self._times.fetch_s, 3),
-                    "model": round(self._times.model_s, 3),
-                    "upload": round(self._upload_s, 3),
-                },
+                "seconds": {**self._times.as_json(), "upload": round(self._upload_s, 3)},
             }
 
     def _ensure_worker(self) -> None:

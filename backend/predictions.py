@@ -13,6 +13,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from mlcdseg.prelabel.pipeline import (
     labeling_setup,
     prediction_item,
     predict_group,
+    prefetched,
     task_input,
 )
 
@@ -215,15 +217,18 @@ class Predictor:
         groups, outcomes = group_by_image(
             [task for task in request.tasks if task.get("id") not in owned], setup
         )
-        not_reached: list[Any] = []
         # Many expressions on one image are taken a few at a time, so that the budget holds.
-        for group in (chunk for whole in groups for chunk in whole.chunks(BUDGET_CHUNK)):
-            if time.monotonic() - started >= self.budget_s:
-                not_reached.extend(group.task_ids)
-                continue
-            times = PipelineTimes()
-            outcomes.extend(predict_group(self.segmenter, self.images, control, group, times))
-            self.metrics.record_model_call(times.model_s, calls=len(group.task_ids))
+        chunks = [chunk for whole in groups for chunk in whole.chunks(BUDGET_CHUNK)]
+        reached = 0
+        with closing(prefetched(self.images, chunks)) as fetches:
+            for group, image in fetches:
+                if time.monotonic() - started >= self.budget_s:
+                    break
+                times = PipelineTimes()
+                outcomes.extend(predict_group(self.segmenter, control, group, image.result, times))
+                self.metrics.record_model_call(times.model_s, calls=len(group.task_ids))
+                reached += 1
+        not_reached = [task_id for group in chunks[reached:] for task_id in group.task_ids]
         deferred, refused = self._defer(request, not_reached)
         answers = _answers_in_order(request.tasks, outcomes)
         failed = [outcome.failure for outcome in outcomes if outcome.failure is not None]

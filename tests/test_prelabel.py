@@ -3,20 +3,31 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+import threading
 from collections.abc import Sequence
+from contextlib import closing
 from typing import Any
 
+import numpy as np
 import pytest
 
 from mlcdseg.errors import ExpressionError
 from mlcdseg.labelstudio.tasks import SkipCode
 from mlcdseg.prelabel.executors import RAY_INSTALL_HINT, RayExecutor, RayUnavailableError
-from mlcdseg.prelabel.pipeline import PipelineTimes, group_by_image, labeling_setup, predict_tasks
+from mlcdseg.prelabel.pipeline import (
+    ImageGroup,
+    PipelineTimes,
+    group_by_image,
+    labeling_setup,
+    predict_tasks,
+    prefetched,
+)
 from mlcdseg.prelabel.run import PrelabelOptions, prelabel
 from mlcdseg.prelabel.store import ProjectPredictions
-from tests.backend_doubles import EXPRESSIONS_CONFIG, SHAPES_URL, DictImages, ScriptedSegmenter, task
+from tests.backend_doubles import EXPRESSIONS_CONFIG, SHAPES_URL, DictImages, ScriptedSegmenter, shapes_image, task
 
 
 class PickySegmenter(ScriptedSegmenter):
@@ -63,6 +74,53 @@ def test_an_expression_the_model_cannot_take_gets_an_empty_prediction_and_the_ot
 
     assert [len(outcome.item["result"]) for outcome in outcomes] == [1, 0]
     assert outcomes[1].item["model_version"] == "scripted@1"
+
+
+class GatedImages(DictImages):
+    """DictImages whose fetches of `slow_url` wait until `open` is set (at most 10 s)."""
+
+    def __init__(self, images: dict[str, Any], slow_url: str) -> None:
+        super().__init__(images)
+        self.slow_url, self.open = slow_url, threading.Event()
+        self.started: dict[str, threading.Event] = {url: threading.Event() for url in images}
+
+    def fetch(self, url: str):
+        self.started[url].set()
+        if url == self.slow_url:
+            self.open.wait(10)
+        return super().fetch(url)
+
+
+def test_the_next_images_are_fetched_while_the_model_works_on_the_first() -> None:
+    urls = ["/a.png", "/b.png", "/c.png"]
+    images = GatedImages({url: shapes_image() for url in urls}, slow_url="/b.png")
+    seen_while_predicting: list[bool] = []
+
+    def mask_for(image, expression):
+        if expression == "first":  # the model on /a.png: /b.png's fetch is already under way
+            seen_while_predicting.append(images.started["/b.png"].wait(10))
+            images.open.set()
+        return np.ones((image.height, image.width), dtype=bool)
+
+    tasks = [task(1, "first", image="/a.png"), task(2, "second", image="/b.png"), task(3, "third", image="/c.png")]
+    outcomes = predict_tasks(ScriptedSegmenter(mask_for), images, EXPRESSIONS_CONFIG, tasks)
+
+    assert seen_while_predicting == [True]
+    assert images.fetched == urls
+    assert [outcome.item is not None for outcome in outcomes] == [True, True, True]
+
+
+def test_chunks_of_one_image_share_one_fetch_and_closing_early_cancels_the_rest() -> None:
+    images = DictImages({url: shapes_image(80 + 10 * index) for index, url in enumerate(("/a.png", "/b.png", "/c.png", "/d.png"))})
+    whole = ImageGroup("/a.png", [1, 2, 3, 4, 5], ["x"] * 5)
+    others = [ImageGroup(url, [index], ["x"]) for index, url in enumerate(("/b.png", "/c.png", "/d.png"), 6)]
+
+    with closing(prefetched(images, [*whole.chunks(2), *others], ahead=2)) as fetches:
+        handed = [(group.task_ids, fetch.result().size) for group, fetch in itertools.islice(fetches, 3)]
+
+    assert handed == [([1, 2], (80, 60)), ([3, 4], (80, 60)), ([5], (80, 60))]
+    assert images.fetched.count("/a.png") == 1
+    assert "/d.png" not in images.fetched  # more than `ahead` groups past the last one handed out
 
 
 class FakeLabelStudio:
@@ -160,7 +218,7 @@ def test_the_summary_counts_failures_by_reason_for_people_and_as_json() -> None:
     assert (record["done"], record["failed"]) == (1, 2)
     assert record["failed_by_reason"] == {"image-unreachable": 1, "no-expression": 1}
     assert {failure["task_id"] for failure in record["failures"]} == {2, 3}
-    assert set(record["seconds"]) == {"total", "fetch_and_decode", "model", "upload"}
+    assert set(record["seconds"]) == {"total", "fetch_and_decode", "model", "regions", "upload"}
     assert "  failed, image-unreachable: 1" in summary.lines()
 
 

@@ -1,9 +1,10 @@
 """The one path from Label Studio tasks to prediction items, shared by the backend's /predict,
 its background job and `mlcdseg prelabel`.
 
-`read_tasks` (task + labeling setup → image URL and expression, or a typed failure) →
-`group_by_image` (expressions sharing an image together) → `predict_group` (fetch and decode the
-image once, `predict_many` for its expressions, mask → regions → prediction item). A task that
+`task_input` (task + labeling setup → image URL and expression, or a typed failure) →
+`group_by_image` (expressions sharing an image together) → `prefetched` (each group's image
+fetched and decoded once, in a background thread, while the model works on the groups before it)
+→ `predict_group` (`predict_many` for its expressions, mask → regions → prediction item). A task that
 cannot be served ends as a `TaskOutcome` with a `Skip` (code + reason) and no prediction: Label
 Studio then stores nothing for it, so a failure never reads as the model answering "no target".
 """
@@ -13,7 +14,10 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 Task = Mapping[str, Any]
 PredictionItem = dict[str, Any]
+
+#: Groups whose images are fetched ahead of the model, in one background thread.
+PREFETCH_AHEAD = 2
 
 #: parse_label_config, cached: every request and page of one project carries the same config text.
 labeling_setup = functools.lru_cache(maxsize=32)(parse_label_config)
@@ -81,15 +88,26 @@ class TaskOutcome:
 
 @dataclass
 class PipelineTimes:
-    """Seconds spent fetching and decoding images, and in the model (with regions), summed."""
+    """Seconds summed over groups: waiting for images (fetch and decode not hidden by the prefetch),
+    in the model (`predict_many`), and turning its masks into prediction items (regions)."""
 
     fetch_s: float = 0.0
     model_s: float = 0.0
+    regions_s: float = 0.0
 
     def add(self, other: PipelineTimes) -> None:
         """Add another tally into this one."""
         self.fetch_s += other.fetch_s
         self.model_s += other.model_s
+        self.regions_s += other.regions_s
+
+    def as_json(self) -> dict[str, float]:
+        """The tally in a status or summary record, rounded to milliseconds."""
+        return {
+            "fetch_and_decode": round(self.fetch_s, 3),
+            "model": round(self.model_s, 3),
+            "regions": round(self.regions_s, 3),
+        }
 
 
 @dataclass
@@ -172,23 +190,51 @@ def item_for_prediction(
     return prediction_item(regions_for_mask(prediction.mask, control, label), model_version)
 
 
+def prefetched(
+    images: ImageProvider, groups: Iterable[ImageGroup], ahead: int = PREFETCH_AHEAD
+) -> Iterator[tuple[ImageGroup, Future[Image.Image]]]:
+    """Each group with the fetch of its image, started up to `ahead` groups before it is handed out.
+
+    One background thread fetches in group order, so the next images download and decode while the
+    model works on this one; consecutive groups with one URL (chunks of a group) share one fetch.
+    Closing the iterator early cancels the fetches not yet started. Use it in `contextlib.closing`.
+    """
+    pending: deque[tuple[ImageGroup, Future[Image.Image]]] = deque()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcdseg-prefetch")
+    try:
+        for group in groups:
+            last = pending[-1] if pending else None
+            if last is not None and last[0].image_url == group.image_url:
+                pending.append((group, last[1]))
+            else:
+                pending.append((group, pool.submit(images.fetch, group.image_url)))
+            if len(pending) > ahead:
+                yield pending.popleft()
+        while pending:
+            yield pending.popleft()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def predict_group(
     segmenter: MaskModel,
-    images: ImageProvider,
     control: MaskControl,
     group: ImageGroup,
+    image: Callable[[], Image.Image],
     times: PipelineTimes | None = None,
 ) -> list[TaskOutcome]:
-    """One outcome per task of `group`, in order: its image fetched and decoded once, one predict_many.
+    """One outcome per task of `group`, in order: one predict_many on the group's `image()`.
 
-    An unreachable image fails every task of the group (SkipCode.IMAGE_UNREACHABLE). An expression
-    the model cannot take ("...") gets an empty prediction, the others theirs. Model errors
-    (GpuOutOfMemoryError, …) propagate. `times` gets the seconds spent fetching and in the model.
+    `image()` gives the decoded image (e.g. a prefetch's `Future.result`) or raises ImageFetchError,
+    which fails every task of the group (SkipCode.IMAGE_UNREACHABLE). An expression the model
+    cannot take ("...") gets an empty prediction, the others theirs. Model errors
+    (GpuOutOfMemoryError, …) propagate. `times` gets the seconds spent waiting for the image, in
+    the model and building regions.
     """
     times = times if times is not None else PipelineTimes()
     started = time.perf_counter()
     try:
-        image = images.fetch(group.image_url)
+        decoded = image()
     except ImageFetchError as error:
         return [
             TaskOutcome(task_id, failure=Skip(task_id, str(error), SkipCode.IMAGE_UNREACHABLE))
@@ -198,9 +244,11 @@ def predict_group(
         fetched = time.perf_counter()
         times.fetch_s += fetched - started
     try:
-        predictions: list[Prediction | None] = list(segmenter.predict_many(image, group.expressions))
+        predictions: list[Prediction | None] = list(segmenter.predict_many(decoded, group.expressions))
     except ExpressionError:
-        predictions = [_predict_one(segmenter, image, expression) for expression in group.expressions]
+        predictions = [_predict_one(segmenter, decoded, expression) for expression in group.expressions]
+    predicted = time.perf_counter()
+    times.model_s += predicted - fetched
     outcomes = [
         TaskOutcome(
             task_id,
@@ -212,7 +260,7 @@ def predict_group(
         )
         for task_id, expression, prediction in zip(group.task_ids, group.expressions, predictions)
     ]
-    times.model_s += time.perf_counter() - fetched
+    times.regions_s += time.perf_counter() - predicted
     return outcomes
 
 
@@ -223,15 +271,17 @@ def predict_tasks(
     tasks: Sequence[Task],
     times: PipelineTimes | None = None,
 ) -> list[TaskOutcome]:
-    """One outcome per task of a batch from one project: read, grouped by image, predicted.
+    """One outcome per task of a batch from one project: read, grouped by image, predicted, with
+    each next image prefetched while the model works.
 
     Outcomes of unreadable tasks come first, then the groups' in first-seen image order.
     """
     setup = labeling_setup(label_config)
     control = setup.mask_control()
     groups, outcomes = group_by_image(tasks, setup)
-    for group in groups:
-        outcomes.extend(predict_group(segmenter, images, control, group, times))
+    with closing(prefetched(images, groups)) as fetches:
+        for group, image in fetches:
+            outcomes.extend(predict_group(segmenter, control, group, image.result, times))
     return outcomes
 
 

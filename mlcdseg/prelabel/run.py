@@ -70,8 +70,7 @@ class PrelabelSummary:
             "failures": self.failures,
             "seconds": {
                 "total": round(self.total_s, 3),
-                "fetch_and_decode": round(self.times.fetch_s, 3),
-                "model": round(self.times.model_s, 3),
+                **self.times.as_json(),
                 "upload": round(self.upload_s, 3),
             },
         }
