@@ -7,6 +7,11 @@ task has one writer. Before uploading, the job asks Label Studio which tasks alr
 prediction of this model version (another worker process, or a retrieval answered meanwhile) and
 leaves them out. Tasks it stored stay `claimed` for the life of the process, so a later
 synchronous /predict in this process never stores them twice.
+
+Tasks a synchronous /predict answered are `settling` for SETTLE_S seconds: Label Studio stores
+those answers only after the whole response arrived, so a second retrieval in that window may send
+them again. Such tasks are not answered again but handed to the job, which first asks Label Studio
+whether they are stored by now and computes only those that are not.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +42,9 @@ logger = logging.getLogger(__name__)
 Task = Mapping[str, Any]
 #: Failures kept for GET /jobs (the newest); the counts by reason cover all of them.
 RECENT_FAILURES = 100
+#: Seconds a synchronously answered task is `settling`: more than Label Studio's 100 s wait for a
+#: /predict answer plus the time it takes to store the answers.
+SETTLE_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class PredictionJob:
         self._wake = threading.Condition(self._lock)
         self._queue: deque[QueuedTask] = deque()
         self._claimed: set[tuple[int, Any]] = set()
+        self._answered: OrderedDict[tuple[int, Any], float] = OrderedDict()  # settling, oldest first
         self._computing = 0  # tasks of the batch the model is on
         self._uploading = 0  # tasks of the batch being stored (one at a time, beside the model)
         self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcdseg-job-upload")
@@ -84,6 +93,21 @@ class PredictionJob:
         """Those of `task_ids` the job owns: queued, in flight, or stored by it."""
         with self._lock:
             return {task_id for task_id in task_ids if (project_id, task_id) in self._claimed}
+
+    def note_answered(self, project_id: int, task_ids: Sequence[Any]) -> None:
+        """Record tasks a synchronous /predict has just answered: they are `settling` for SETTLE_S."""
+        now = time.monotonic()
+        with self._lock:
+            for task_id in task_ids:
+                self._answered[(project_id, task_id)] = now
+                self._answered.move_to_end((project_id, task_id))
+            self._forget_settled(now)
+
+    def settling(self, project_id: int, task_ids: Sequence[Any]) -> set[Any]:
+        """Those of `task_ids` a synchronous /predict answered less than SETTLE_S seconds ago."""
+        with self._lock:
+            self._forget_settled(time.monotonic())
+            return {task_id for task_id in task_ids if (project_id, task_id) in self._answered}
 
     def submit(self, project_id: int, tasks: Sequence[Task], label_config: str) -> tuple[int, int]:
         """Queue the tasks not yet claimed; (accepted, refused). Refuses what exceeds the queue limit."""
@@ -125,6 +149,11 @@ class PredictionJob:
                 "seconds": {**self._times.as_json(), "upload": round(self._upload_s, 3)},
             }
 
+    def _forget_settled(self, now: float) -> None:
+        """Drop answers older than SETTLE_S (called with the lock held)."""
+        while self._answered and now - next(iter(self._answered.values())) > SETTLE_S:
+            self._answered.popitem(last=False)
+
     def _ensure_worker(self) -> None:
         """Start the worker thread on first use (called with the lock held)."""
         if self._thread is None or not self._thread.is_alive():
@@ -156,10 +185,10 @@ class PredictionJob:
         while True:
             batch = self._next_batch()
             try:
+                batch = self._without_stored_answers(batch)
                 times = PipelineTimes()
-                outcomes = predict_tasks(
-                    self.segmenter, self.images, batch[0].label_config, [queued.task for queued in batch], times
-                )
+                tasks = [queued.task for queued in batch]
+                outcomes = predict_tasks(self.segmenter, self.images, batch[0].label_config, tasks, times) if tasks else []
             except Exception as error:  # noqa: BLE001 - one failed batch must not end the job
                 self._fail_batch(batch, error)
                 outcomes = None
@@ -170,8 +199,20 @@ class PredictionJob:
                 if outcomes is not None:
                     self._times.add(times)
                     self._uploading = len(batch)
-            if outcomes is not None:
+            if outcomes:
                 self._pending_upload = self._uploader.submit(self._upload, batch, outcomes)
+
+    def _without_stored_answers(self, batch: list[QueuedTask]) -> list[QueuedTask]:
+        """The batch less its settling tasks that Label Studio holds by now (counted already stored)."""
+        project_id = batch[0].project_id
+        settling = self.settling(project_id, [queued.task.get("id") for queued in batch])
+        if not settling:
+            return batch
+        held = ProjectPredictions(self.client, project_id, self.segmenter.model_version).holders(settling)
+        with self._lock:
+            self._counts["already_stored"] += len(held)
+            self._computing -= len(held)
+        return [queued for queued in batch if queued.task.get("id") not in held]
 
     def _upload(self, batch: list[QueuedTask], outcomes: list[TaskOutcome]) -> None:
         """Store one computed batch (in the uploader thread); a failure fails the batch's tasks."""

@@ -163,7 +163,8 @@ class Predictor:
         """Exactly one answer per task, in order: a prediction item, or [] for a task not served.
 
         In a batch, a task whose image cannot be had, whose data lacks the image URL or the
-        expression, that the budget did not reach, or that the background job owns gets an empty
+        expression, that the budget did not reach, that the background job owns or that a response
+        answered moments ago (Label Studio may not hold it yet; the job checks) gets an empty
         list (no prediction, see TaskAnswer); one summary line is logged. In an interactive request
         a task that cannot be served is an error instead (TaskDataError, ImageFetchError, or
         InvalidRequestError for an expression the model cannot take), so the annotator sees why.
@@ -209,13 +210,14 @@ class Predictor:
         setup = labeling_setup(request.label_config)
         control = setup.mask_control()
         project_id = request.project_id
-        owned = (
-            self.job.claimed(project_id, [task.get("id") for task in request.tasks])
-            if self.job is not None and project_id is not None
-            else set()
-        )
+        task_ids = [task.get("id") for task in request.tasks]
+        owned: set[Any] = set()
+        settling: set[Any] = set()
+        if self.job is not None and project_id is not None:
+            owned = self.job.claimed(project_id, task_ids)
+            settling = self.job.settling(project_id, task_ids) - owned
         groups, outcomes = group_by_image(
-            [task for task in request.tasks if task.get("id") not in owned], setup
+            [task for task in request.tasks if task.get("id") not in owned | settling], setup
         )
         # Many expressions on one image are taken a few at a time, so that the budget holds.
         chunks = [chunk for whole in groups for chunk in whole.chunks(BUDGET_CHUNK)]
@@ -229,7 +231,10 @@ class Predictor:
                 self.metrics.record_model_call(times.model_s, calls=len(group.task_ids))
                 reached += 1
         not_reached = [task_id for group in chunks[reached:] for task_id in group.task_ids]
-        deferred, refused = self._defer(request, not_reached)
+        if self.job is not None and project_id is not None:
+            self.job.note_answered(project_id, [outcome.task_id for outcome in outcomes if outcome.item is not None])
+        # Answered moments ago and maybe not stored yet: the job checks Label Studio first.
+        deferred, refused = self._defer(request, [*not_reached, *settling])
         answers = _answers_in_order(request.tasks, outcomes)
         failed = [outcome.failure for outcome in outcomes if outcome.failure is not None]
         for failure in failed:

@@ -15,6 +15,7 @@ import pytest
 import requests
 import requests_mock
 
+from backend import prediction_job
 from backend.app import create_app
 from backend.label_studio_check import label_studio_problem
 from backend.settings import Settings
@@ -191,6 +192,34 @@ def test_within_the_budget_every_task_is_answered_in_the_response() -> None:
 
     assert [len(answer["result"]) for answer in answers] == [1, 1]
     assert client.get("/jobs").get_json()["accepted"] == 0 and label_studio.imports == []
+
+
+def test_a_task_answered_moments_ago_goes_to_the_job_which_stores_it_only_if_label_studio_did_not() -> None:
+    label_studio = RecordingLabelStudio()
+    client = _app(ScriptedSegmenter(), label_studio)
+    first = client.post("/predict", json=predict_body([task(1, "red"), task(2, "blue")])).get_json()["results"]
+    # Label Studio has stored the answer of task 1 (not yet task 2's) when a second retrieval comes.
+    label_studio.predictions[1] = [{"id": 1, "model_version": "scripted@1"}]
+
+    second = client.post("/predict", json=predict_body([task(1, "red"), task(2, "blue")])).get_json()["results"]
+    jobs = _wait_until_idle(client)
+
+    assert [len(answer["result"]) for answer in first] == [1, 1]
+    assert second == [[], []]
+    assert label_studio.imports == [[2]]
+    assert (jobs["accepted"], jobs["stored"], jobs["already_stored"]) == (2, 1, 1)
+
+
+def test_a_task_answered_long_ago_is_answered_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = _app(ScriptedSegmenter(), RecordingLabelStudio())
+    client.post("/predict", json=predict_body([task(1, "red")]))
+    later = time.monotonic() + prediction_job.SETTLE_S + 1
+    monkeypatch.setattr(prediction_job.time, "monotonic", lambda: later)
+
+    (answer,) = client.post("/predict", json=predict_body([task(1, "red")])).get_json()["results"]
+
+    assert len(answer["result"]) == 1
+    assert client.get("/jobs").get_json()["accepted"] == 0
 
 
 @pytest.mark.parametrize(
