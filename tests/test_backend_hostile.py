@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import io
 import ipaddress
+import itertools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -178,9 +179,13 @@ def assert_handled(
             assert item["model_version"] == model_version
 
 
+#: Task ids of the serving checks: a task answered moments ago goes to the job instead (settling).
+FRESH_TASK_IDS = itertools.count(1_000_000)
+
+
 def assert_still_serving(client: FlaskClient) -> None:
-    """A valid batch request gets the red rectangle as one brush region."""
-    response = client.post("/predict", json=predict_body([task(1, "the red one")]))
+    """A valid batch request (for a task not asked before) gets the red rectangle as one brush region."""
+    response = client.post("/predict", json=predict_body([task(next(FRESH_TASK_IDS), "the red one")]))
     assert response.status_code == 200, response.get_data()[:500]
     (item,) = response.get_json()["results"]
     (region,) = item["result"]
@@ -588,7 +593,7 @@ def test_malformed_image_url_is_422_interactively_and_empty_in_a_batch(
     )
     assert interactive.status_code == 422
     assert "not a valid URL" in interactive.get_json()["error"]
-    batch = post(client, "/predict", predict_body([task(1, "red", image=url), task(2, "red")]))
+    batch = post(client, "/predict", predict_body([task(1, "red", image=url), task(next(FRESH_TASK_IDS), "red")]))
     assert batch.status_code == 200
     unusable, served = batch.get_json()["results"]
     assert unusable == [] and len(served["result"]) == 1
