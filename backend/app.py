@@ -31,6 +31,7 @@ from backend.predictions import (
 )
 from backend.service_metrics import ServiceMetrics
 from backend.settings import Settings
+from backend.task_claims import TaskClaims, shared_claims_file
 from mlcdseg.errors import GpuOutOfMemoryError, ImageFetchError, LabelConfigError, MlcdsegError
 from mlcdseg.labelstudio.client import LabelStudioClient
 from mlcdseg.labelstudio.image_fetch import ImageFetcher
@@ -76,7 +77,8 @@ def prediction_job(
     assert settings.label_studio_url is not None and settings.label_studio_api_key is not None
     if client is None:
         client = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
-    return PredictionJob(segmenter, images, client, queue_limit=settings.job_queue_limit)
+    claims = TaskClaims(shared_claims_file(settings.workers))
+    return PredictionJob(segmenter, images, client, queue_limit=settings.job_queue_limit, claims=claims)
 
 
 def create_app(

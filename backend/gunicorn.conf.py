@@ -2,8 +2,11 @@
 
 from backend.server import gunicorn_options
 from backend.settings import Settings
+from backend.task_claims import shared_claims_file
 
-_options = gunicorn_options(Settings.from_env())
+_settings = Settings.from_env()
+_options = gunicorn_options(_settings)
+shared_claims_file(_settings.workers)  # made in the master, before the fork: all workers share it
 
 bind = _options["bind"]
 workers = _options["workers"]

@@ -1,17 +1,17 @@
 """The backend's background pre-labeling job: tasks a /predict could not reach within its budget are
 computed here and written to Label Studio through its API, with the same model version.
 
-One job per backend process: one thread runs the model, another stores the previous batch meanwhile. A task id is queued at most once per project
-while it is queued or in flight (`claimed`), and /predict answers such tasks with [] so that each
-task has one writer. Before uploading, the job asks Label Studio which tasks already hold a
-prediction of this model version (another worker process, or a retrieval answered meanwhile) and
-leaves them out. Tasks it stored stay `claimed` for the life of the process, so a later
-synchronous /predict in this process never stores them twice.
+One job per backend process: one thread runs the model, another stores the previous batch
+meanwhile. The job queues a task only once it has claimed it (backend.task_claims, shared by all
+workers of the backend), and keeps the claim while the task is queued, in flight or stored by it
+(for the life of the process); /predict answers claimed tasks with [] so that each task has one
+writer. Before uploading, the job asks Label Studio which tasks already hold a prediction of this
+model version and leaves them out.
 
-Tasks a synchronous /predict answered are `settling` for SETTLE_S seconds: Label Studio stores
-those answers only after the whole response arrived, so a second retrieval in that window may send
-them again. Such tasks are not answered again but handed to the job, which first asks Label Studio
-whether they are stored by now and computes only those that are not.
+Tasks a /predict response answered are `settling` for a few minutes: Label Studio stores those
+answers only after the whole response arrived, so a second retrieval in that window may send them
+again. /predict then hands them to the job, which first asks Label Studio whether they are stored by
+now and computes only those that are not.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from backend.task_claims import TaskClaims
 from mlcdseg.errors import LabelStudioError, MlcdsegError, one_line
 from mlcdseg.labelstudio.client import LabelStudioClient
 from mlcdseg.labelstudio.tasks import Skip, SkipCode
@@ -42,9 +43,6 @@ logger = logging.getLogger(__name__)
 Task = Mapping[str, Any]
 #: Failures kept for GET /jobs (the newest); the counts by reason cover all of them.
 RECENT_FAILURES = 100
-#: Seconds a synchronously answered task is `settling`: more than Label Studio's 100 s wait for a
-#: /predict answer plus the time it takes to store the answers.
-SETTLE_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +64,7 @@ class PredictionJob:
         client: LabelStudioClient,
         *,
         queue_limit: int,
+        claims: TaskClaims | None = None,
         batch_size: int = 100,
     ) -> None:
         self.segmenter = segmenter
@@ -76,8 +75,7 @@ class PredictionJob:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue: deque[QueuedTask] = deque()
-        self._claimed: set[tuple[int, Any]] = set()
-        self._answered: OrderedDict[tuple[int, Any], float] = OrderedDict()  # settling, oldest first
+        self.claims = claims if claims is not None else TaskClaims()
         self._computing = 0  # tasks of the batch the model is on
         self._uploading = 0  # tasks of the batch being stored (one at a time, beside the model)
         self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcdseg-job-upload")
@@ -89,47 +87,29 @@ class PredictionJob:
         self._upload_s = 0.0
         self._thread: threading.Thread | None = None
 
-    def claimed(self, project_id: int, task_ids: Sequence[Any]) -> set[Any]:
-        """Those of `task_ids` the job owns: queued, in flight, or stored by it."""
-        with self._lock:
-            return {task_id for task_id in task_ids if (project_id, task_id) in self._claimed}
-
-    def note_answered(self, project_id: int, task_ids: Sequence[Any]) -> None:
-        """Record tasks a synchronous /predict has just answered: they are `settling` for SETTLE_S."""
-        now = time.monotonic()
-        with self._lock:
-            for task_id in task_ids:
-                self._answered[(project_id, task_id)] = now
-                self._answered.move_to_end((project_id, task_id))
-            self._forget_settled(now)
-
-    def settling(self, project_id: int, task_ids: Sequence[Any]) -> set[Any]:
-        """Those of `task_ids` a synchronous /predict answered less than SETTLE_S seconds ago."""
-        with self._lock:
-            self._forget_settled(time.monotonic())
-            return {task_id for task_id in task_ids if (project_id, task_id) in self._answered}
-
     def submit(self, project_id: int, tasks: Sequence[Task], label_config: str) -> tuple[int, int]:
-        """Queue the tasks not yet claimed; (accepted, refused). Refuses what exceeds the queue limit."""
+        """Claim and queue the tasks no one owns yet; (accepted, refused). Refuses what exceeds the
+        queue limit."""
         with self._lock:
-            fresh = [task for task in tasks if (project_id, task.get("id")) not in self._claimed]
-            room = max(0, self.queue_limit - len(self._queue))
-            accepted, refused = fresh[:room], fresh[room:]
-            for task in accepted:
-                self._claimed.add((project_id, task.get("id")))
-                self._queue.append(QueuedTask(project_id, task, label_config))
-            self._counts["queued_total"] += len(accepted)
-            self._counts["refused"] += len(refused)
-            if accepted:
+            room = self.queue_limit - len(self._queue)
+            claimed, refused = self.claims.claim(project_id, [task.get("id") for task in tasks], room)
+            first_of = {}
+            for task in tasks:
+                first_of.setdefault(task.get("id"), task)
+            for task_id in claimed:
+                self._queue.append(QueuedTask(project_id, first_of[task_id], label_config))
+            self._counts["queued_total"] += len(claimed)
+            self._counts["refused"] += refused
+            if claimed:
                 self._ensure_worker()
                 self._wake.notify()
         if refused:
             logger.warning(
                 "prediction job refused %d task(s) of project %d: its queue holds %d, the limit "
                 "(MLCDSEG_JOB_QUEUE_LIMIT) is %d; retrieve predictions again once it has drained",
-                len(refused), project_id, len(self._queue), self.queue_limit,
+                refused, project_id, len(self._queue), self.queue_limit,
             )
-        return len(accepted), len(refused)
+        return len(claimed), refused
 
     def snapshot(self) -> dict[str, Any]:
         """Progress for GET /jobs and /metrics: queue, counts, failures by reason and the latest ones."""
@@ -148,11 +128,6 @@ class PredictionJob:
                 "recent_failures": list(self._recent_failures),
                 "seconds": {**self._times.as_json(), "upload": round(self._upload_s, 3)},
             }
-
-    def _forget_settled(self, now: float) -> None:
-        """Drop answers older than SETTLE_S (called with the lock held)."""
-        while self._answered and now - next(iter(self._answered.values())) > SETTLE_S:
-            self._answered.popitem(last=False)
 
     def _ensure_worker(self) -> None:
         """Start the worker thread on first use (called with the lock held)."""
@@ -205,7 +180,7 @@ class PredictionJob:
     def _without_stored_answers(self, batch: list[QueuedTask]) -> list[QueuedTask]:
         """The batch less its settling tasks that Label Studio holds by now (counted already stored)."""
         project_id = batch[0].project_id
-        settling = self.settling(project_id, [queued.task.get("id") for queued in batch])
+        settling = self.claims.settling(project_id, [queued.task.get("id") for queued in batch])
         if not settling:
             return batch
         held = ProjectPredictions(self.client, project_id, self.segmenter.model_version).holders(settling)
@@ -233,8 +208,8 @@ class PredictionJob:
         reason = f"the job failed on this batch: {one_line(error)}"
         code = SkipCode.UPLOAD_FAILED if isinstance(error, LabelStudioError) else SkipCode.OTHER
         self._record(
+            batch[0].project_id,
             [TaskOutcome(q.task.get("id"), failure=Skip(q.task.get("id"), reason, code)) for q in batch],
-            release=[(q.project_id, q.task.get("id")) for q in batch],
         )
 
     def _store(self, project_id: int, outcomes: list[TaskOutcome]) -> None:
@@ -247,16 +222,16 @@ class PredictionJob:
         with self._lock:
             self._counts["stored"] += len(predicted) - len(held)
             self._counts["already_stored"] += len(held)
-        # Failed tasks are released, so that a later retrieval may try them again.
-        self._record(failed, release=[(project_id, outcome.task_id) for outcome in failed])
+        self._record(project_id, failed)
         logger.info(
             "prediction job: project %d, stored %d, already stored %d, failed %d%s; %d queued",
             project_id, len(predicted) - len(held), len(held), len(failed),
             _by_reason(failed), len(self._queue),
         )
 
-    def _record(self, failed: Sequence[TaskOutcome], release: Sequence[tuple[int, Any]]) -> None:
-        """Count failures by reason, keep the latest, and release the tasks' claims."""
+    def _record(self, project_id: int, failed: Sequence[TaskOutcome]) -> None:
+        """Count failures by reason, keep the latest, and release the tasks' claims so that a later
+        retrieval may try them again."""
         with self._lock:
             for outcome in failed:
                 assert outcome.failure is not None
@@ -264,7 +239,7 @@ class PredictionJob:
                 self._recent_failures.append(
                     {**outcome.failure.record(), "code": outcome.failure.code.value}
                 )
-            self._claimed.difference_update(release)
+        self.claims.release(project_id, [outcome.task_id for outcome in failed])
 
 
 def _by_reason(failed: Sequence[TaskOutcome]) -> str:

@@ -214,8 +214,8 @@ class Predictor:
         owned: set[Any] = set()
         settling: set[Any] = set()
         if self.job is not None and project_id is not None:
-            owned = self.job.claimed(project_id, task_ids)
-            settling = self.job.settling(project_id, task_ids) - owned
+            owned = self.job.claims.owned(project_id, task_ids)
+            settling = self.job.claims.settling(project_id, task_ids) - owned
         groups, outcomes = group_by_image(
             [task for task in request.tasks if task.get("id") not in owned | settling], setup
         )
@@ -232,7 +232,7 @@ class Predictor:
                 reached += 1
         not_reached = [task_id for group in chunks[reached:] for task_id in group.task_ids]
         if self.job is not None and project_id is not None:
-            self.job.note_answered(project_id, [outcome.task_id for outcome in outcomes if outcome.item is not None])
+            self.job.claims.note_answered(project_id, [outcome.task_id for outcome in outcomes if outcome.item is not None])
         # Answered moments ago and maybe not stored yet: the job checks Label Studio first.
         deferred, refused = self._defer(request, [*not_reached, *settling])
         answers = _answers_in_order(request.tasks, outcomes)

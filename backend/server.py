@@ -12,6 +12,7 @@ from gunicorn.arbiter import Arbiter
 from backend.app import create_app
 from backend.label_studio_check import warn_about_label_studio
 from backend.settings import Settings
+from backend.task_claims import shared_claims_file
 from mlcdseg.errors import MlcdsegError
 from mlcdseg.log_lines import configure_logging as configure_log_lines
 
@@ -99,4 +100,5 @@ def serve(settings: Settings, host: str = "0.0.0.0") -> None:
         settings.workers,
         settings.threads,
     )
+    shared_claims_file(settings.workers)  # made here, before the fork, so that every worker shares it
     GunicornServer(settings, host).run()

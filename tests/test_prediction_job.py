@@ -15,7 +15,7 @@ import pytest
 import requests
 import requests_mock
 
-from backend import prediction_job
+from backend import task_claims
 from backend.app import create_app
 from backend.label_studio_check import label_studio_problem
 from backend.settings import Settings
@@ -213,13 +213,36 @@ def test_a_task_answered_moments_ago_goes_to_the_job_which_stores_it_only_if_lab
 def test_a_task_answered_long_ago_is_answered_again(monkeypatch: pytest.MonkeyPatch) -> None:
     client = _app(ScriptedSegmenter(), RecordingLabelStudio())
     client.post("/predict", json=predict_body([task(1, "red")]))
-    later = time.monotonic() + prediction_job.SETTLE_S + 1
-    monkeypatch.setattr(prediction_job.time, "monotonic", lambda: later)
+    later = time.time() + task_claims.SETTLE_S + 1
+    monkeypatch.setattr(task_claims.time, "time", lambda: later)
 
     (answer,) = client.post("/predict", json=predict_body([task(1, "red")])).get_json()["results"]
 
     assert len(answer["result"]) == 1
     assert client.get("/jobs").get_json()["accepted"] == 0
+
+
+def test_workers_of_one_backend_share_claims_so_a_task_has_one_writer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.setenv(task_claims.CLAIMS_FILE_VARIABLE, str(tmp_path / "claims.sqlite3"))
+    label_studio, segmenter = RecordingLabelStudio(), GatedSegmenter()
+    first = _app(segmenter, label_studio, predict_budget=0.0, workers=2)
+    second = _app(ScriptedSegmenter(), label_studio, workers=2)
+    first.post("/predict", json=predict_body([task(1, "red")]))  # deferred to the first worker's job
+    second.post("/predict", json=predict_body([task(2, "blue")]))  # answered by the second worker
+    label_studio.predictions[2] = [{"id": 2, "model_version": "scripted@1"}]  # and stored by Label Studio
+
+    answers = second.post("/predict", json=predict_body([task(1, "red"), task(2, "blue")])).get_json()["results"]
+    from_first = first.post("/predict", json=predict_body([task(2, "blue")])).get_json()["results"]
+    segmenter.gate.set()
+    _wait_until_idle(first)
+    _wait_until_idle(second)
+
+    assert answers == [[], []]  # task 1 is the first job's; task 2 was answered moments ago
+    assert from_first == [[]]
+    assert label_studio.imports == [[1]]
+    assert label_studio.stored_per_task() == {1: 1, 2: 1}
 
 
 @pytest.mark.parametrize(
