@@ -178,6 +178,45 @@ def test_one_retrieve_of_600_tasks_ends_with_one_prediction_each_and_a_second_ad
     assert metrics["prediction_job"]["failures_by_reason"] == {"image-unreachable": MISSING_IMAGES}
 
 
+@pytest.fixture(scope="module")
+def two_worker_backend(label_studio: LabelStudioServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
+    """The budget backend with two gunicorn workers, each with its own model and job."""
+    model = write_stand_in_model(tmp_path_factory.mktemp("models") / "stand-in-30ms-2", latency_ms=30)
+    with BackendServer(
+        model,
+        tmp_path_factory.mktemp("two-worker-backend"),
+        label_studio_url=label_studio.url,
+        label_studio_api_key=label_studio.token,
+        workers=2,
+        extra_env={"MLCDSEG_PREDICT_BUDGET": "1"},
+    ) as server:
+        yield server
+
+
+def test_retrieves_spread_over_two_workers_leave_one_prediction_per_task(
+    client: LabelStudioClient, images: Images, two_worker_backend: BackendServer
+) -> None:
+    project = _project(client, images, "retrieve 400, two workers", 400)
+    client.connect_ml_backend(project.project_id, two_worker_backend.url)
+    served = len(project.task_ids) - len(project.missing_image_task_ids)
+
+    for _ in range(4):  # while the first one's job runs; gunicorn hands them to either worker
+        client.retrieve_predictions(project.project_id)
+    # Until every task has been served and nothing more was stored for 5 s (a job's batch of 100
+    # takes 3 s): both workers' jobs are then done.
+    deadline, last, unchanged_since = time.monotonic() + 180, -1, time.monotonic()
+    while True:
+        stored = client.prediction_count(project.project_id)
+        if stored != last:
+            last, unchanged_since = stored, time.monotonic()
+        elif stored >= served and time.monotonic() - unchanged_since > 5:
+            break
+        assert time.monotonic() < deadline, f"{stored} of {served} stored"
+        time.sleep(0.5)
+
+    _assert_one_prediction_per_task_following_the_colour_rule(client, project)
+
+
 def _prelabel_command(label_studio: LabelStudioServer, project: Project, model: Path, summary: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "mlcdseg", "prelabel",
