@@ -118,13 +118,13 @@ def run_retrieve(label_studio: LabelStudioServer, client: LabelStudioClient, mod
     )  # fmt: skip
 
 
-def run_prelabel(label_studio: LabelStudioServer, model: Path, project_id: int, tasks: int, workdir: Path, ray_workers: int | None) -> ModeResult:
+def run_prelabel(label_studio: LabelStudioServer, model: Path, project_id: int, tasks: int, workdir: Path, ray_workers: int | None, batch_size: int) -> ModeResult:
     """`mlcdseg prelabel` (with --ray auto --workers N when ray_workers is set)."""
     summary_path = workdir / f"summary-{project_id}.json"
     command = [
         sys.executable, "-m", "mlcdseg", "prelabel", "--label-studio-url", label_studio.url,
         "--api-key", label_studio.token, "--project", str(project_id), "--model", str(model),
-        "--batch-size", "64", "-o", str(summary_path),
+        "--batch-size", str(batch_size), "-o", str(summary_path),
     ]  # fmt: skip
     if ray_workers:
         command += ["--ray", "auto", "--workers", str(ray_workers)]
@@ -148,6 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--latency-ms", type=float, default=130.0, help="stand-in cost per call (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="prelabel's --batch-size (default: %(default)s)")
     parser.add_argument("--modes", nargs="+", default=["retrieve", "prelabel", "ray"], choices=["retrieve", "prelabel", "ray"])
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlcdseg-bench-prelabel-") as scratch:
@@ -163,7 +164,7 @@ def main() -> None:
                 if mode == "retrieve":
                     results.append(run_retrieve(label_studio, client, model, project_id, arguments.tasks, workdir / "backend"))
                 else:
-                    results.append(run_prelabel(label_studio, model, project_id, arguments.tasks, workdir, 2 if mode == "ray" else None))
+                    results.append(run_prelabel(label_studio, model, project_id, arguments.tasks, workdir, 2 if mode == "ray" else None, arguments.batch_size))
                 print(results[-1].row(), file=sys.stderr)
     print(f"{arguments.tasks} tasks, stand-in (NOT MLCD-Seg) at {arguments.latency_ms:g} ms per call, "
           f"{len(EXPRESSIONS_PER_IMAGE)} expressions per 320x240 image; shares of wall time x workers")

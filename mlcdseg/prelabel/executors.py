@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 #: Decoded images a worker keeps: batches of tasks that share images fetch each image once.
 WORKER_IMAGE_CACHE = 32
+#: Batches handed to each Ray worker at once: the second waits in the actor's own queue and starts
+#: the moment the first ends, instead of a round trip to the driver later.
+BATCHES_PER_WORKER = 2
 RAY_INSTALL_HINT = "--ray needs Ray: pip install 'mlcdseg[ray]' (or pip install ray)"
 Done = tuple[list[Task], list[TaskOutcome], PipelineTimes]
 
@@ -134,7 +137,7 @@ class RayExecutor:
         if len(set(versions)) != 1:
             raise MlcdsegError(f"the Ray workers loaded different model versions: {sorted(set(versions))}")
         self.model_version = versions[0]
-        self._pool = ActorPool(self._actors)
+        self._pool = ActorPool(self._actors * BATCHES_PER_WORKER)  # each actor once per batch slot
         logger.info("Ray: %d worker(s) with %g GPU(s) each, model %s", workers, gpus_per_worker, self.model_version)
 
     def has_free(self) -> bool:
