@@ -9,6 +9,7 @@ are reported with their reason and get no prediction at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -127,21 +128,39 @@ def _assert_one_prediction_per_task_following_the_colour_rule(client: LabelStudi
         assert np.array_equal(mask, project.expected[prediction["task"]]), f"task {prediction['task']}"
 
 
-@pytest.fixture(scope="module")
-def budget_backend(label_studio: LabelStudioServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
-    """Our backend with a 1 s /predict budget, its background job writing to Label Studio.
+@contextlib.contextmanager
+def _budget_backend(
+    label_studio: LabelStudioServer, tmp_path_factory: pytest.TempPathFactory, name: str, workers: int
+) -> Iterator[BackendServer]:
+    """Our backend with a 1 s /predict budget and `workers` gunicorn workers, each with its own model
+    and background job writing to Label Studio.
 
     The stand-in costs 30 ms a call here, so that the job is still at work when the first
     retrieval has returned.
     """
-    model = write_stand_in_model(tmp_path_factory.mktemp("models") / "stand-in-30ms", latency_ms=30)
+    model = write_stand_in_model(tmp_path_factory.mktemp("models") / f"stand-in-30ms-{name}", latency_ms=30)
     with BackendServer(
         model,
-        tmp_path_factory.mktemp("budget-backend"),
+        tmp_path_factory.mktemp(name),
         label_studio_url=label_studio.url,
         label_studio_api_key=label_studio.token,
+        workers=workers,
         extra_env={"MLCDSEG_PREDICT_BUDGET": "1"},
     ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def budget_backend(label_studio: LabelStudioServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
+    """The budget backend with one worker."""
+    with _budget_backend(label_studio, tmp_path_factory, "budget-backend", workers=1) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def two_worker_backend(label_studio: LabelStudioServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
+    """The budget backend with two workers."""
+    with _budget_backend(label_studio, tmp_path_factory, "two-worker-backend", workers=2) as server:
         yield server
 
 
@@ -176,21 +195,6 @@ def test_one_retrieve_of_600_tasks_ends_with_one_prediction_each_and_a_second_ad
     assert all(failure["code"] == "image-unreachable" and "404" in failure["reason"] for failure in failed.values())
     metrics = requests.get(f"{budget_backend.url}/metrics", timeout=10).json()
     assert metrics["prediction_job"]["failures_by_reason"] == {"image-unreachable": MISSING_IMAGES}
-
-
-@pytest.fixture(scope="module")
-def two_worker_backend(label_studio: LabelStudioServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackendServer]:
-    """The budget backend with two gunicorn workers, each with its own model and job."""
-    model = write_stand_in_model(tmp_path_factory.mktemp("models") / "stand-in-30ms-2", latency_ms=30)
-    with BackendServer(
-        model,
-        tmp_path_factory.mktemp("two-worker-backend"),
-        label_studio_url=label_studio.url,
-        label_studio_api_key=label_studio.token,
-        workers=2,
-        extra_env={"MLCDSEG_PREDICT_BUDGET": "1"},
-    ) as server:
-        yield server
 
 
 def test_retrieves_spread_over_two_workers_leave_one_prediction_per_task(
