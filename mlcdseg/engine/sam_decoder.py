@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import MultiHeadAttention
 from .sam_encoder import LayerNorm2d
 
 
@@ -44,28 +45,6 @@ class PromptEncoder(nn.Module):
         self.no_mask_embed = nn.Embedding(1, width)
 
 
-class TokenAttention(nn.Module):
-    """Multi-head attention whose inner width is `width // downsample`."""
-
-    def __init__(self, width: int, heads: int, downsample: int = 1) -> None:
-        super().__init__()
-        inner = width // downsample
-        self.heads = heads
-        self.q_proj = nn.Linear(width, inner)
-        self.k_proj = nn.Linear(width, inner)
-        self.v_proj = nn.Linear(width, inner)
-        self.out_proj = nn.Linear(inner, width)
-
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q (B, Tq, width), k and v (B, Tk, width) → (B, Tq, width)."""
-        heads = [self._split_heads(proj(x)) for proj, x in ((self.q_proj, q), (self.k_proj, k), (self.v_proj, v))]
-        out = F.scaled_dot_product_attention(*heads)
-        return self.out_proj(out.transpose(1, 2).reshape(q.shape[0], q.shape[1], -1))
-
-
 class ReluMlp(nn.Module):
     def __init__(self, width: int, hidden: int) -> None:
         super().__init__()
@@ -82,14 +61,14 @@ class TwoWayBlock(nn.Module):
     def __init__(self, width: int, heads: int, mlp_width: int, first: bool) -> None:
         super().__init__()
         self.first = first
-        self.self_attn = TokenAttention(width, heads)
+        self.self_attn = MultiHeadAttention(width, heads)
         self.norm1 = nn.LayerNorm(width)
-        self.cross_attn_token_to_image = TokenAttention(width, heads, 2)
+        self.cross_attn_token_to_image = MultiHeadAttention(width, heads, 2)
         self.norm2 = nn.LayerNorm(width)
         self.mlp = ReluMlp(width, mlp_width)
         self.norm3 = nn.LayerNorm(width)
         self.norm4 = nn.LayerNorm(width)
-        self.cross_attn_image_to_token = TokenAttention(width, heads, 2)
+        self.cross_attn_image_to_token = MultiHeadAttention(width, heads, 2)
 
     def forward(
         self, tokens: torch.Tensor, image: torch.Tensor, token_pe: torch.Tensor, image_pe: torch.Tensor
@@ -110,7 +89,7 @@ class TwoWayTransformer(nn.Module):
     def __init__(self, width: int, depth: int, heads: int, mlp_width: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(TwoWayBlock(width, heads, mlp_width, index == 0) for index in range(depth))
-        self.final_attn_token_to_image = TokenAttention(width, heads, 2)
+        self.final_attn_token_to_image = MultiHeadAttention(width, heads, 2)
         self.norm_final_attn = nn.LayerNorm(width)
 
     def forward(self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,24 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import MultiHeadAttention
 from .config import TowerConfig
-
-
-class ClipAttention(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.q_proj = nn.Linear(width, width)
-        self.k_proj = nn.Linear(width, width)
-        self.v_proj = nn.Linear(width, width)
-        self.out_proj = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, width) → (B, T, width), full (non-causal) attention."""
-        batch, tokens, width = x.shape
-        q, k, v = (proj(x).view(batch, tokens, self.heads, -1).transpose(1, 2) for proj in (self.q_proj, self.k_proj, self.v_proj))
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, width))
 
 
 class ClipMlp(nn.Module):
@@ -46,12 +30,13 @@ class ClipLayer(nn.Module):
     def __init__(self, config: TowerConfig) -> None:
         super().__init__()
         self.layer_norm1 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
-        self.self_attn = ClipAttention(config.width, config.heads)
+        self.self_attn = MultiHeadAttention(config.width, config.heads)
         self.layer_norm2 = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
         self.mlp = ClipMlp(config.width, config.mlp_width, config.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.layer_norm1(x))
+        normed = self.layer_norm1(x)
+        x = x + self.self_attn(normed, normed, normed)
         return x + self.mlp(self.layer_norm2(x))
 
 
