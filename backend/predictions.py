@@ -216,8 +216,9 @@ class Predictor:
         if self.job is not None and project_id is not None:
             owned = self.job.claims.owned(project_id, task_ids)
             settling = self.job.claims.settling(project_id, task_ids) - owned
+        left_to_the_job = owned | settling
         groups, outcomes = group_by_image(
-            [task for task in request.tasks if task.get("id") not in owned | settling], setup
+            [task for task in request.tasks if task.get("id") not in left_to_the_job], setup
         )
         # Many expressions on one image are taken a few at a time, so that the budget holds.
         chunks = [chunk for whole in groups for chunk in whole.chunks(BUDGET_CHUNK)]

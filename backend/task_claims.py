@@ -126,10 +126,8 @@ class TaskClaims:
     def _live_claims(self, project_id: int, task_ids: Sequence[Any]) -> set[str]:
         """Keys of `task_ids` claimed by a live process (called with the lock held)."""
         rows = self._rows("SELECT task, pid FROM claims WHERE project = ? AND task IN ({})", (project_id,), task_ids)
-        alive: dict[int, bool] = {}
-        return {
-            task for task, pid in rows if alive.setdefault(pid, pid == self._pid or _process_alive(pid))
-        }
+        alive = {pid for pid in {pid for _, pid in rows} if pid == self._pid or _process_alive(pid)}  # once per process
+        return {task for task, pid in rows if pid in alive}
 
     def _rows(self, query: str, arguments: tuple[Any, ...], task_ids: Sequence[Any]) -> list[tuple[Any, ...]]:
         """`query` with `IN ({})` filled for `task_ids`, run in chunks below SQLite's variable limit."""
