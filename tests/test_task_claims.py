@@ -70,7 +70,8 @@ def test_claims_of_another_live_process_count_and_those_of_a_dead_one_do_not(tmp
 
 
 def test_one_worker_keeps_its_claims_in_memory_and_several_share_one_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(task_claims.CLAIMS_FILE_VARIABLE, raising=False)
+    # Set (empty, meaning unset) through monkeypatch, so that the path the call exports is undone after.
+    monkeypatch.setenv(task_claims.CLAIMS_FILE_VARIABLE, "")
     assert shared_claims_file(1) == ":memory:"
 
     path = shared_claims_file(4)
