@@ -140,9 +140,9 @@ def test_every_named_volume_is_declared(services: dict) -> None:
     assert used == declared
 
 
-def test_dockerfile_uses_a_cuda_base_and_installs_the_requirements(dockerfile: str) -> None:
+def test_dockerfile_takes_torch_from_the_requirements_not_its_base_image(dockerfile: str) -> None:
     (base,) = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.MULTILINE)
-    assert "cuda" in base
+    assert base.startswith("python:"), "a pytorch base image would bring a torch the tests never ran"
     assert re.search(r"^RUN pip install -r requirements\.txt$", dockerfile, flags=re.MULTILINE)
     for copied in re.findall(r"^COPY\s+(.+?)\s+\S+$", dockerfile, flags=re.MULTILINE):
         for source in copied.split():
