@@ -59,3 +59,30 @@ def test_the_stand_in_under_auto_takes_the_official_path_without_a_warning(stand
 def test_an_unknown_engine_is_refused():
     with pytest.raises(ModelLoadError, match="unknown engine 'fast'"):
         load_model(str(CHECKPOINT), device="cpu", engine="fast")
+
+
+@pytest.fixture
+def torch_2_4_attention(monkeypatch):
+    """scaled_dot_product_attention as torch 2.4 has it: no enable_gqa argument."""
+    import mlcdseg.engine.llm as llm
+
+    real = llm.F.scaled_dot_product_attention
+
+    def without_enable_gqa(*args, **kwargs):
+        if "enable_gqa" in kwargs:
+            raise TypeError("scaled_dot_product_attention() got an unexpected keyword argument 'enable_gqa'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(llm.F, "scaled_dot_product_attention", without_enable_gqa)
+
+
+def test_native_whose_first_forward_fails_is_refused_with_the_reason(torch_2_4_attention):
+    with pytest.raises(ModelLoadError, match="native engine cannot load .*first forward failed: TypeError: .*enable_gqa"):
+        load_model(str(CHECKPOINT), device="cpu", engine="native")
+
+
+def test_auto_whose_native_forward_fails_warns_why_and_never_serves_it(torch_2_4_attention, caplog):
+    with caplog.at_level(logging.WARNING, logger="mlcdseg.model.loading"), pytest.raises(ModelLoadError):
+        load_model(str(CHECKPOINT), device="cpu", engine="auto")
+    warning = next(record.getMessage() for record in caplog.records if "falling back" in record.getMessage())
+    assert "first forward failed" in warning and "enable_gqa" in warning

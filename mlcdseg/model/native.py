@@ -48,10 +48,28 @@ def checkpoint_directory(reference: str, revision: str | None, is_local: bool) -
 
 
 def load_native(directory: Path, device: str, torch_dtype: Any) -> NativeEngineAdapter:
-    """The native engine over the checkpoint in `directory`; NativeEngineRefused when it can't be."""
+    """The native engine over the checkpoint in `directory`, proven by one tiny forward;
+    NativeEngineRefused when it cannot be loaded or that forward fails."""
     from mlcdseg.engine import EngineError, load_native_engine
 
     try:
-        return NativeEngineAdapter(load_native_engine(directory, device=device, dtype=torch_dtype))
+        engine = load_native_engine(directory, device=device, dtype=torch_dtype)
     except (EngineError, OSError, ValueError) as error:
         raise NativeEngineRefused(one_line(error)) from error
+    prove_first_forward(engine)
+    return NativeEngineAdapter(engine)
+
+
+def prove_first_forward(engine: Any) -> None:
+    """Run one tiny forward (a 32×32 grey image, one forced one-word prompt, outside the cache):
+    an engine this torch or device cannot run is refused at load, never served.
+
+    Raises NativeEngineRefused naming the error (for example an argument an older torch lacks).
+    """
+    from PIL import Image
+
+    probe = Image.new("RGB", (32, 32), (128, 128, 128))
+    try:
+        engine.segment(engine.encode_image(probe, use_cache=False), ["object"], force_seg=True)
+    except Exception as error:  # noqa: BLE001 - whatever breaks the forward, the engine is not served
+        raise NativeEngineRefused(f"its first forward failed: {type(error).__name__}: {one_line(error)}") from error
