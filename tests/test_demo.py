@@ -63,6 +63,7 @@ def test_a_named_model_is_served_as_named(clean_model_env, stand_in_model_dir: P
     assert (choice.location, choice.is_stand_in) == (str(stand_in_model_dir), True)
 
 
+@pytest.mark.labelstudio  # the demo checks for Label Studio's virtualenv before the port
 def test_a_taken_port_is_refused_at_once_with_one_line_naming_it_and_the_option(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
