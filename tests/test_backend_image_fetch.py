@@ -41,14 +41,13 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def test_image() -> Image.Image:
+def sample_image() -> Image.Image:
     """A 40×30 RGB image with a red rectangle: small and exact to compare pixel by pixel."""
     pixels = np.full((30, 40, 3), 128, dtype=np.uint8)
     pixels[5:15, 10:30] = (255, 0, 0)
     return Image.fromarray(pixels, mode="RGB")
 
 
-test_image.__test__ = False  # a helper, not a test
 
 
 @dataclass
@@ -116,11 +115,11 @@ def _handler(state: FakeLabelStudio, other_base_url: list[str]) -> type[BaseHTTP
             if parts.path == "/slow":
                 time.sleep(1.5)
                 try:
-                    self._send(200, png_bytes(test_image()), "image/png")
+                    self._send(200, png_bytes(sample_image()), "image/png")
                 except OSError:
                     pass  # the client gave up long ago, as it should
             elif parts.path == "/public/red.png":
-                self._send(200, png_bytes(test_image()), "image/png")
+                self._send(200, png_bytes(sample_image()), "image/png")
             elif parts.path == "/redirect-out":
                 self._redirect(other_base_url[0] + "/public/red.png")
             elif parts.path == "/redirect-in":
@@ -190,8 +189,8 @@ def servers() -> Iterator[Servers]:
     other_url.append(other.base_url)
     label_studio.files.update(
         {
-            "/data/upload/1/red.png": png_bytes(test_image()),
-            "local:dataset1/img1.png": png_bytes(test_image()),
+            "/data/upload/1/red.png": png_bytes(sample_image()),
+            "local:dataset1/img1.png": png_bytes(sample_image()),
             "/data/upload/1/page.html": b"<html>login</html>",
             "/data/upload/1/noise.bin": b"\x00\x01 definitely not an image " * 10,
             "/data/upload/1/huge.png": png_bytes(Image.new("L", (2000, 1500))),
@@ -211,7 +210,7 @@ def fetcher_for(
 
 def assert_is_test_image(image: Image.Image) -> None:
     assert image.mode == "RGB"
-    assert np.array_equal(np.asarray(image), np.asarray(test_image()))
+    assert np.array_equal(np.asarray(image), np.asarray(sample_image()))
 
 
 def test_upload_path_is_fetched_from_label_studio_with_the_legacy_token(servers: Servers) -> None:
