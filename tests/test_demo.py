@@ -63,6 +63,16 @@ def test_a_named_model_is_served_as_named(clean_model_env, stand_in_model_dir: P
     assert (choice.location, choice.is_stand_in) == (str(stand_in_model_dir), True)
 
 
+
+def test_a_model_named_under_model_dir_is_served_from_there(clean_model_env, stand_in_model_dir: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "my-stand-in").symlink_to(stand_in_model_dir, target_is_directory=True)
+    clean_model_env.setenv("MODEL_DIR", str(models))
+    clean_model_env.setenv("MLCDSEG_MODEL", "my-stand-in")
+    choice = choose_model(None, tmp_path / "work")
+    assert (choice.location, choice.is_stand_in) == (str(models / "my-stand-in"), True)
+
 @pytest.mark.labelstudio  # the demo checks for Label Studio's virtualenv before the port
 def test_a_taken_port_is_refused_at_once_with_one_line_naming_it_and_the_option(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -110,7 +110,10 @@ def choose_model(explicit: str | None, work_dir: Path) -> ModelChoice:
     from mlcdseg.model.loading import DEFAULT_MODEL
     from mlcdseg.model.stand_in import is_stand_in_directory, write_stand_in_model
 
-    named = explicit or os.environ.get("MLCDSEG_MODEL")
+    from mlcdseg.model.settings import ModelSettings
+
+    # $MLCDSEG_MODEL resolved as the backend resolves it (a name under MODEL_DIR included).
+    named = explicit or (ModelSettings.from_env().model_source if os.environ.get("MLCDSEG_MODEL") else None)
     if named:
         return ModelChoice(named, is_stand_in_directory(named))
     if real_model_available():
