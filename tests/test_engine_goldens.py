@@ -6,7 +6,10 @@ tiny float16-exact weights in tests/fixtures/engine/checkpoint; the engine runs 
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from PIL import Image
 
 from mlcdseg.engine import load_native_engine
 from mlcdseg.engine.preprocessing import select_canvas
+from mlcdseg.engine.suffix_graph import WIDTH_BUCKET, SuffixGraph, SuffixGraphs
 
 FIXTURE = Path(__file__).parent / "fixtures" / "engine"
 TOLERANCE = 1e-4
@@ -127,25 +131,86 @@ def test_several_seg_tokens_in_the_answer_give_several_masks(engine, manifest):
     assert result.masks.shape == (2, *encoded.size)
 
 
-def test_a_re_prompt_padded_to_its_graph_width_on_a_reused_working_cache_reproduces_the_reference(engine, manifest, goldens):
-    """What a CUDA-graph replay computes, run eagerly on the CPU: a template batch at the bucket
-    width owns the working cache; each expression's inputs are loaded into it and prefilled
-    again on the same columns, one after the other."""
-    from mlcdseg.engine.engine import _SuffixBatch
-    from mlcdseg.engine.suffix_graph import WIDTH_BUCKET, bucket_width
+@pytest.fixture
+def graph_engine(engine):
+    """The module's engine with re-prompt graphs on and a runner of its own (off again after)."""
+    engine.use_cuda_graphs, engine.suffix_graphs, previous = True, SuffixGraphs(), engine.suffix_graphs
+    try:
+        yield engine
+    finally:
+        engine.use_cuda_graphs, engine.suffix_graphs = False, previous
 
+
+@pytest.fixture
+def graphs_built(monkeypatch) -> list[weakref.ref]:
+    """A weak reference to each SuffixGraph built from here on, in order."""
+    built: list[weakref.ref] = []
+    original = SuffixGraph.__init__
+
+    def recording_init(self, template):
+        original(self, template)
+        built.append(weakref.ref(self))
+
+    monkeypatch.setattr(SuffixGraph, "__init__", recording_init)
+    return built
+
+
+def test_re_prompts_replayed_from_one_graph_per_width_reproduce_the_reference(graph_engine, manifest, goldens, graphs_built):
+    """Each expression alone, teacher-forced, through SuffixGraph: the first one at a bucket width
+    builds the image's graph (captured on CUDA, replayed eagerly here), later ones reuse its
+    working cache. The image's own prefix cache is never written."""
+    image_name, records = max(pairs_by_image(manifest).items(), key=lambda item: len(item[1]))
+    encoded = graph_engine.encode_image(Image.open(FIXTURE / "images" / image_name))
+    prefix_keys = encoded.prefix_cache.keys[0].clone()
+    lengths = [len(graph_engine.prompts.suffix_ids(record["expression"], graph_engine.answer)) for record in records]
+    widths = {-(-length // WIDTH_BUCKET) * WIDTH_BUCKET for length in lengths}
+    for record in records * 2:  # the second round replays graphs built in the first
+        (result,) = graph_engine.segment_details(encoded, [record["expression"]], force_seg=True)
+        assert_matches(result, goldens, f"{record['pair']}_forced")
+    assert sorted(graph().template.width for graph in graphs_built) == sorted(widths)  # one graph per width
+    assert torch.equal(encoded.prefix_cache.keys[0], prefix_keys)
+    assert encoded.prefix_cache.length == prefix_keys.shape[2]
+
+
+def test_an_images_graphs_go_when_the_image_goes(graph_engine, manifest, graphs_built):
+    record = manifest["pairs"][0]
+    encoded = graph_engine.encode_image(Image.open(FIXTURE / "images" / record["image"]), use_cache=False)
+    graph_engine.segment_details(encoded, [record["expression"]], force_seg=True)
+    (graph,) = graphs_built
+    assert graph() is not None
+    del encoded
+    gc.collect()
+    assert graph() is None
+
+
+def test_a_failed_capture_is_logged_once_and_re_prompts_still_reproduce_the_reference(graph_engine, manifest, goldens, monkeypatch, caplog):
+    def failing_capture(self, template):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(SuffixGraph, "__init__", failing_capture)
+    records = manifest["pairs"][:3]
+    with caplog.at_level(logging.WARNING, logger="mlcdseg.engine.suffix_graph"):
+        for record in records:
+            encoded = graph_engine.encode_image(Image.open(FIXTURE / "images" / record["image"]))
+            (result,) = graph_engine.segment_details(encoded, [record["expression"]], force_seg=True)
+            assert_matches(result, goldens, f"{record['pair']}_forced")
+    assert [r.getMessage() for r in caplog.records] == [
+        "CUDA graph capture failed (CUDA error: operation not permitted when stream is capturing); re-prompts run without graphs"
+    ]
+    assert graph_engine.use_cuda_graphs  # the engine's setting is left as it was
+    assert "operation not permitted" in graph_engine.suffix_graphs.failure
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_a_captured_cuda_graph_replays_what_the_eager_engine_computes(manifest):
+    engine = load_native_engine(FIXTURE / "checkpoint", device="cuda", answer=manifest["answer"], max_new_tokens=manifest["max_new_tokens"])
     image_name, records = max(pairs_by_image(manifest).items(), key=lambda item: len(item[1]))
     encoded = engine.encode_image(Image.open(FIXTURE / "images" / image_name))
-    suffixes = [engine.prompts.suffix_ids(record["expression"], engine.answer) for record in records]
-    width = bucket_width(max(len(suffix) for suffix in suffixes))
-    assert width % WIDTH_BUCKET == 0 and width >= max(len(suffix) for suffix in suffixes)
-    with torch.inference_mode():
-        template = _SuffixBatch(engine, encoded, [[0] * width], 0)
-        for record, suffix in zip(records, suffixes):
-            request = _SuffixBatch(engine, encoded, [suffix], 0, width=width, cache=template.cache)
-            template.load_inputs(request)
-            template.cache.length = template.prefix_length
-            answers, states = request.forced_answers(template.prefill())
-            (result,) = engine._masks(encoded, answers, states)
-            assert_matches(result, goldens, f"{record['pair']}_forced")
-    assert encoded.prefix_cache.length == template.prefix_length  # the image's own cache is untouched
+    expressions = [record["expression"] for record in records]
+    eager = [engine.segment_details(encoded, [expression], force_seg=True)[0] for expression in expressions]
+    engine.use_cuda_graphs = True
+    for expression, expected in zip(expressions * 2, eager * 2):
+        (replayed,) = engine.segment_details(encoded, [expression], force_seg=True)
+        assert engine.suffix_graphs.failure is None
+        np.testing.assert_allclose(replayed.seg_hidden.numpy(), expected.seg_hidden.numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(replayed.mask_logits.numpy(), expected.mask_logits.numpy(), atol=1e-4, rtol=0)

@@ -27,9 +27,13 @@ class RmsNorm(nn.Module):
         return self.weight * x32.to(x.dtype)
 
 
-@dataclass
+@dataclass(eq=False)
 class KvCache:
-    """Per-layer keys and values, (batch, kv_heads, capacity, head_dim) each; `length` columns filled."""
+    """Per-layer keys and values, (batch, kv_heads, capacity, head_dim) each; `length` columns filled.
+
+    Compared and hashed by identity: a cache is a buffer, not a value (mlcdseg.engine.suffix_graph
+    keys an image's graphs by its prefix cache).
+    """
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
