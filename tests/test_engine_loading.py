@@ -42,7 +42,7 @@ def test_dimensions_come_from_config_and_tensor_shapes():
     assert (config.sam.width, config.sam.depth, config.sam.heads) == (32, 2, 2)
     assert (config.sam.global_layers, config.sam.window_size, config.sam.image_size) == ((1,), 14, 1024)
     assert config.grid_pinpoints[0] == (70, 70) and len(config.grid_pinpoints) == 10
-    assert (config.projector_depth, config.prompt_dim, config.decoder_depth, config.chat_template) == (2, 256, 2, "qwen_1_5")
+    assert (config.projector_depth, config.prompt_dim, config.decoder_depth) == (2, 256, 2)
 
 
 def test_sharded_checkpoint_loads_like_a_single_file(tmp_path, tensors):

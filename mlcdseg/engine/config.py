@@ -111,8 +111,7 @@ class EngineConfig:
     prompt_dim: int  # SAM prompt width (text2sam output)
     decoder_depth: int
     decoder_mlp_width: int
-    chat_template: str
-    system_prompt: str
+    system_prompt: str  # of the CHATML turns, the only conversation template the engine builds
 
 
 def read_safetensors_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
@@ -146,6 +145,7 @@ def read_engine_config(model_dir: Path, shapes: Mapping[str, tuple[int, ...]]) -
     preprocessor_path = model_dir / "preprocessor_config.json"
     preprocessor = json.loads(preprocessor_path.read_text()) if preprocessor_path.exists() else {}
     _check_supported(config)
+    _check_chat_template(config)
     if SAM_ENCODER_PREFIX + "patch_embed.proj.weight" not in shapes:
         raise UnsupportedCheckpointError("model.sam.*", "absent", "a segmentation checkpoint with its SAM weights")
     return EngineConfig(
@@ -157,7 +157,6 @@ def read_engine_config(model_dir: Path, shapes: Mapping[str, tuple[int, ...]]) -
         prompt_dim=shapes[SAM_DECODER_PREFIX + "iou_token.weight"][1],
         decoder_depth=_count_indexed(shapes, SAM_DECODER_PREFIX + "transformer.layers."),
         decoder_mlp_width=shapes[SAM_DECODER_PREFIX + "transformer.layers.0.mlp.lin1.weight"][0],
-        chat_template=_chat_template(config),
         system_prompt=CHATML_SYSTEM,
     )
 
@@ -283,14 +282,12 @@ def _grid_pinpoints(config: Mapping[str, Any], tile: int) -> tuple[tuple[int, in
     return tuple((int(w), int(h)) for w, h in raw)
 
 
-def _chat_template(config: Mapping[str, Any]) -> str:
+def _check_chat_template(config: Mapping[str, Any]) -> None:
+    """Refuse a conversation template other than CHATML (mlcdseg.engine.prompting builds only that);
+    none named is CHATML, what the seg recipe trains a llava_qwen model with."""
     for key in ("conv_mode", "conv_template", "version"):
-        if key in config:
-            value = config[key]
-            if value not in CHATML_TEMPLATES:
-                raise UnsupportedCheckpointError(key, value, ", ".join(CHATML_TEMPLATES))
-            return value
-    return "qwen_1_5"  # what the seg recipe trains with for a llava_qwen model
+        if key in config and config[key] not in CHATML_TEMPLATES:
+            raise UnsupportedCheckpointError(key, config[key], ", ".join(CHATML_TEMPLATES))
 
 
 def _count_indexed(shapes: Mapping[str, tuple[int, ...]], prefix: str) -> int:

@@ -33,10 +33,6 @@ class LruCache(Generic[Value]):
         with self._lock:
             return len(self._items)
 
-    def __contains__(self, key: str) -> bool:
-        with self._lock:
-            return key in self._items
-
     def get_or_create(self, key: str, create: Callable[[], Value]) -> Value:
         """The cached value for `key`, or `create()` stored under it (computed outside the lock)."""
         with self._lock:
