@@ -22,17 +22,22 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from backend.prediction_job import PredictionJob
 from backend.predictions import (
     ImageProvider,
-    InvalidRequestError,
     Predictor,
     PredictRequest,
     MaskModel,
-    TaskDataError,
     labeling_setup,
 )
 from backend.service_metrics import ServiceMetrics
 from backend.settings import Settings
 from backend.task_claims import TaskClaims, shared_claims_file
-from mlcdseg.errors import GpuOutOfMemoryError, ImageFetchError, LabelConfigError, MlcdsegError
+from mlcdseg.errors import (
+    GpuOutOfMemoryError,
+    ImageFetchError,
+    InvalidRequestError,
+    LabelConfigError,
+    ServerBusyError,
+    TaskDataError,
+)
 from mlcdseg.labelstudio.client import LabelStudioClient
 from mlcdseg.labelstudio.image_fetch import ImageFetcher
 
@@ -46,10 +51,6 @@ TRAIN_EVENTS = frozenset(
 UNAUTHENTICATED_PATHS = frozenset({"/health"})
 GPU_RETRY_AFTER_S = 5
 BUSY_RETRY_AFTER_S = 1
-
-
-class ServerBusyError(MlcdsegError):
-    """Every prediction thread is taken; the request is refused rather than queued."""
 
 
 def image_fetcher(settings: Settings) -> ImageFetcher:

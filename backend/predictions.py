@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from backend.service_metrics import ServiceMetrics
-from mlcdseg.errors import ExpressionError, MlcdsegError
+from mlcdseg.errors import ExpressionError, InvalidRequestError, TaskDataError
 from mlcdseg.prelabel.pipeline import (
     ImageProvider,
     MaskModel,
     PipelineTimes,
     PredictionItem,
     Task,
-    TaskDataError,
     TaskOutcome,
     group_by_image,
     item_for_prediction,
@@ -43,11 +42,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ImageProvider",
-    "InvalidRequestError",
     "MaskModel",
     "PredictRequest",
     "Predictor",
-    "TaskDataError",
     "labeling_setup",
     "project_id_of",
 ]
@@ -61,10 +58,6 @@ TaskAnswer = PredictionItem | list[PredictionItem]
 
 #: Expressions of one image computed between two looks at the budget.
 BUDGET_CHUNK = 8
-
-
-class InvalidRequestError(MlcdsegError):
-    """A request body that is malformed or does not fit the labeling config."""
 
 
 def project_id_of(body: Mapping[str, Any]) -> int | None:

@@ -6,13 +6,14 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mlcdseg.model.settings import EnvironmentReader, ModelSettings, SettingsError
+from mlcdseg.errors import SettingsError
+from mlcdseg.model.settings import EnvironmentReader, ModelSettings
 from mlcdseg.urls import HTTP_URL_DESCRIPTION, is_http_url
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _MIB = 1024 * 1024
 
-__all__ = ["LOG_LEVELS", "Settings", "SettingsError"]
+__all__ = ["LOG_LEVELS", "Settings"]
 
 
 @dataclass(frozen=True)

@@ -81,3 +81,68 @@ class ServiceStartError(MlcdsegError):
 
 class ReferDatasetError(MlcdsegError):
     """A RefCOCO (REFER API) dataset that is missing, unreadable, or names an unknown dataset or split."""
+
+
+class SettingsError(MlcdsegError):
+    """An environment variable or option holds a value mlcdseg cannot use."""
+
+
+class PromptTemplateError(MlcdsegError, ValueError):
+    """A prompt template without the "{expression}" placeholder."""
+
+
+class ModelOutputError(MlcdsegError, RuntimeError):
+    """A model answered outside its contract (e.g. masks of the wrong shape): a broken checkpoint or engine."""
+
+
+class EngineError(MlcdsegError):
+    """Base class of the native engine's errors."""
+
+
+class UnsupportedCheckpointError(EngineError):
+    """The checkpoint's configuration names a part or value the native engine does not implement."""
+
+    def __init__(self, key: str, value: object, supported: str = "") -> None:
+        self.key = key
+        self.value = value
+        hint = f" (supported: {supported})" if supported else ""
+        super().__init__(f"unsupported checkpoint: {key}={value!r}{hint}")
+
+
+class CheckpointMismatchError(EngineError):
+    """The checkpoint's tensors do not fill the native engine's parameters one to one."""
+
+    def __init__(self, missing: list[str], unexpected: list[str], wrong_shape: list[str]) -> None:
+        self.missing = missing
+        self.unexpected = unexpected
+        self.wrong_shape = wrong_shape
+        parts = []
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if names:
+                listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+                parts.append(f"{len(names)} {label}: {listed}")
+        super().__init__("checkpoint does not match the engine: " + "; ".join(parts))
+
+
+class NestingTooDeepError(MlcdsegError):
+    """JSON that nests deeper than allowed."""
+
+
+class TaskDataError(MlcdsegError):
+    """One task's data lacks what a prediction needs (e.g. its image field)."""
+
+
+class RayUnavailableError(MlcdsegError):
+    """--ray was asked for but Ray is not installed."""
+
+
+class InvalidRequestError(MlcdsegError):
+    """A request body to the ML backend that is malformed or does not fit the labeling config."""
+
+
+class ServerBusyError(MlcdsegError):
+    """Every prediction thread of the ML backend is taken; the request is refused rather than queued."""
+
+
+class NativeEngineRefused(MlcdsegError):
+    """The native engine cannot reproduce this checkpoint, or failed its first forward; the message says why."""

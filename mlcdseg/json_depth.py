@@ -10,13 +10,11 @@ from __future__ import annotations
 import re
 from typing import BinaryIO
 
+from mlcdseg.errors import NestingTooDeepError
+
 #: Deepest nesting read from a file we did not write (the outermost array or object is level 1).
 #: Label Studio exports and COCO instances files nest less than 10 deep.
 MAX_NESTING_DEPTH = 64
-
-
-class NestingTooDeepError(Exception):
-    """JSON that nests deeper than allowed."""
 
 
 class DepthLimitedReader:

@@ -22,7 +22,8 @@ import pytest
 from PIL import Image
 
 from backend.app import image_fetcher
-from backend.settings import Settings, SettingsError
+from backend.settings import Settings
+from mlcdseg.errors import SettingsError
 from mlcdseg.errors import ImageFetchError
 from mlcdseg.labelstudio.image_fetch import ImageFetcher
 from tests.backend_doubles import ScriptedSegmenter, make_app, predict_body, task

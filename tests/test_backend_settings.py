@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.settings import Settings, SettingsError
+from backend.settings import Settings
+from mlcdseg.errors import SettingsError
 
 
 def test_defaults_from_an_empty_environment() -> None:

@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mlcdseg.engine import CheckpointMismatchError, UnsupportedCheckpointError, load_native_engine
+from mlcdseg.engine import load_native_engine
 from mlcdseg.engine.config import read_engine_config, read_safetensors_shapes
+from mlcdseg.errors import CheckpointMismatchError, UnsupportedCheckpointError
 
 CHECKPOINT = Path(__file__).parent / "fixtures" / "engine" / "checkpoint"
 SAMPLE = "model.layers.1.mlp.up_proj.weight"

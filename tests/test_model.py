@@ -18,6 +18,8 @@ from mlcdseg.errors import (
     GpuOutOfMemoryError,
     ModelLoadError,
     ModelNotFoundError,
+    ModelOutputError,
+    PromptTemplateError,
     library_reason,
 )
 from mlcdseg.masks.images import load_image
@@ -78,9 +80,9 @@ def test_full_questions_and_instructions_pass_through_unchanged(text):
 
 
 def test_bad_templates_and_empty_expressions_are_refused():
-    with pytest.raises(ValueError, match=r"must contain '\{expression\}'"):
+    with pytest.raises(PromptTemplateError, match=r"must contain '\{expression\}'"):
         build_prompt("dog", "Segment the thing")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ExpressionError, match="empty"):
         build_prompt("  . ")
     with pytest.raises(ModelLoadError, match=r"\{expression\}"):
         load_model("/nonexistent", prompt_template="no placeholder")
@@ -326,7 +328,7 @@ def test_union_of_several_masks_and_shape_checks():
     assert has_target and union.tolist() == [[True, False, False], [False, False, True]]
     empty, has_target = union_of_masks(np.zeros((0, 2, 3), dtype=bool), 2, 3)
     assert not has_target and empty.shape == (2, 3) and not empty.any()
-    with pytest.raises(RuntimeError, match=r"expected \(N, 3, 2\)"):
+    with pytest.raises(ModelOutputError, match=r"expected \(N, 3, 2\)"):
         union_of_masks(masks, 3, 2)
 
 

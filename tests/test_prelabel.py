@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlcdseg.errors import ExpressionError
+from mlcdseg.errors import ExpressionError, RayUnavailableError
 from mlcdseg.labelstudio.tasks import SkipCode
-from mlcdseg.prelabel.executors import RAY_INSTALL_HINT, RayExecutor, RayUnavailableError
+from mlcdseg.prelabel.executors import RAY_INSTALL_HINT, RayExecutor
 from mlcdseg.prelabel.pipeline import (
     ImageGroup,
     PipelineTimes,

@@ -4,6 +4,7 @@
 
 import argparse
 
+from mlcdseg.errors import PromptTemplateError
 from mlcdseg.model.engines import ENGINE_CHOICES
 from mlcdseg.model.loading import DEFAULT_MODEL, DTYPES
 from mlcdseg.model.prompts import check_prompt_template
@@ -73,5 +74,5 @@ def _prompt_template(template: str) -> str:
     """argparse type: a template containing {expression}."""
     try:
         return check_prompt_template(template)
-    except ValueError as error:
+    except PromptTemplateError as error:
         raise argparse.ArgumentTypeError(str(error)) from None

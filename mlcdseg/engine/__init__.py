@@ -5,15 +5,11 @@ when a tokenizer is loaded.
 """
 
 from .engine import EncodedImage, NativeEngine, Segmentation, build_network, load_native_engine
-from .errors import CheckpointMismatchError, EngineError, UnsupportedCheckpointError
 
 __all__ = [
-    "CheckpointMismatchError",
     "EncodedImage",
-    "EngineError",
     "NativeEngine",
     "Segmentation",
-    "UnsupportedCheckpointError",
     "build_network",
     "load_native_engine",
 ]

@@ -9,8 +9,9 @@ from typing import Mapping
 import torch
 from safetensors import safe_open
 
+from mlcdseg.errors import CheckpointMismatchError
+
 from .config import checkpoint_files
-from .errors import CheckpointMismatchError
 from .network import MlcdSegNetwork
 
 logger = logging.getLogger(__name__)

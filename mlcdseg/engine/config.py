@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import UnsupportedCheckpointError
+from mlcdseg.errors import UnsupportedCheckpointError
 
 logger = logging.getLogger(__name__)
 

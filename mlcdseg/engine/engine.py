@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mlcdseg.errors import CheckpointMismatchError
+
 from .checkpoint import load_weights
 from .config import EngineConfig, read_engine_config, read_safetensors_shapes
-from .errors import CheckpointMismatchError
 from .image_cache import LruCache, image_key
 from .llm import KvCache
 from .network import MlcdSegNetwork

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+from mlcdseg.errors import UnsupportedCheckpointError
+
 IMAGE_TOKEN_INDEX = -200
 SEG_TOKEN = "[SEG]"
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -43,7 +45,7 @@ class ChatmlPrompts:
     def _single_id(self, token: str) -> int:
         ids = self.tokenizer(token, add_special_tokens=False).input_ids
         if len(ids) != 1:
-            raise ValueError(f"tokenizer has no single token for {token!r}: {ids}")
+            raise UnsupportedCheckpointError(f"tokenizer ids of {token!r}", ids, "exactly one id (an added token)")
         return ids[0]
 
     def _ids(self, text: str) -> list[int]:

@@ -21,8 +21,8 @@ from typing import Any, BinaryIO
 import httpx
 import ijson
 
-from mlcdseg.errors import ExportFormatError, LabelStudioError
-from mlcdseg.json_depth import MAX_NESTING_DEPTH, DepthLimitedReader, NestingTooDeepError
+from mlcdseg.errors import ExportFormatError, LabelStudioError, NestingTooDeepError
+from mlcdseg.json_depth import MAX_NESTING_DEPTH, DepthLimitedReader
 from mlcdseg.urls import HTTP_URL_DESCRIPTION, is_http_url
 
 logger = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlcdseg.errors import ModelLoadError, ModelNotFoundError, library_reason
+from mlcdseg.errors import ModelLoadError, ModelNotFoundError, NativeEngineRefused, PromptTemplateError, library_reason
 from mlcdseg.model.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template
 from mlcdseg.model.segmenter import Segmenter
 from mlcdseg.model.engines import ENGINE_CHOICES, NATIVE, OFFICIAL, NativeEngineAdapter, OfficialEngine
 from mlcdseg.model.hub import in_hub_cache
-from mlcdseg.model.native import NativeEngineRefused, checkpoint_directory, load_native
+from mlcdseg.model.native import checkpoint_directory, load_native
 from mlcdseg.model.stand_in import STAND_IN_MODEL_TYPE, is_stand_in_directory
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def load_model(
         raise ModelLoadError(f"unknown engine {engine!r}: use one of {', '.join(ENGINE_CHOICES)}")
     try:
         check_prompt_template(prompt_template)
-    except ValueError as error:
+    except PromptTemplateError as error:
         raise ModelLoadError(str(error)) from None
     location = _locate(model)
     device_name = resolve_device(device)

@@ -9,16 +9,12 @@ official path (engine "auto") or stops (engine "native").
 from pathlib import Path
 from typing import Any
 
-from mlcdseg.errors import MlcdsegError, ModelNotFoundError, one_line
+from mlcdseg.errors import EngineError, ModelNotFoundError, NativeEngineRefused, one_line
 from mlcdseg.model.engines import NativeEngineAdapter
 from mlcdseg.model.hub import in_hub_cache
 
 #: The checkpoint files the native engine reads from a hub snapshot.
 _NATIVE_FILES = ("*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken")
-
-
-class NativeEngineRefused(MlcdsegError):
-    """The native engine cannot reproduce this checkpoint; the message says why."""
 
 
 def checkpoint_directory(reference: str, revision: str | None, is_local: bool) -> Path:
@@ -50,7 +46,7 @@ def checkpoint_directory(reference: str, revision: str | None, is_local: bool) -
 def load_native(directory: Path, device: str, torch_dtype: Any) -> NativeEngineAdapter:
     """The native engine over the checkpoint in `directory`, proven by one tiny forward;
     NativeEngineRefused when it cannot be loaded or that forward fails."""
-    from mlcdseg.engine import EngineError, load_native_engine
+    from mlcdseg.engine import load_native_engine
 
     try:
         engine = load_native_engine(directory, device=device, dtype=torch_dtype)

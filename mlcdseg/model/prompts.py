@@ -6,7 +6,7 @@ with it before any model is loaded.
 
 import re
 
-from mlcdseg.errors import ExpressionError
+from mlcdseg.errors import ExpressionError, PromptTemplateError
 
 EXPRESSION_PLACEHOLDER = "{expression}"
 #: The prompt form of the MLCD-Seg model card.
@@ -20,9 +20,9 @@ _STARTS_WITH_THE = re.compile(r"^the\s+", re.IGNORECASE)
 
 
 def check_prompt_template(template: str) -> str:
-    """Return `template` if it contains "{expression}", else raise ValueError."""
+    """Return `template` if it contains "{expression}", else raise PromptTemplateError (a ValueError)."""
     if EXPRESSION_PLACEHOLDER not in template:
-        raise ValueError(
+        raise PromptTemplateError(
             f"prompt template {template!r} must contain {EXPRESSION_PLACEHOLDER!r} where the "
             f"expression goes, e.g. {DEFAULT_PROMPT_TEMPLATE!r}"
         )
@@ -49,7 +49,8 @@ def build_prompt(expression: str, template: str = DEFAULT_PROMPT_TEMPLATE) -> st
     stops, and a leading "the" when the template already says "the {expression}", and goes into
     `template` at "{expression}". Raises ExpressionError (a ValueError) for an expression
     that is blank, only full stops or not valid Unicode (a lone surrogate, which JSON's "\\ud800"
-    can carry and no tokenizer can encode), ValueError for a template without "{expression}".
+    can carry and no tokenizer can encode), PromptTemplateError (a ValueError) for a template
+    without "{expression}".
     """
     check_prompt_template(template)
     try:

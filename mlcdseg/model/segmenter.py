@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from mlcdseg.errors import GpuOutOfMemoryError
+from mlcdseg.errors import GpuOutOfMemoryError, ModelOutputError
 from mlcdseg.masks.images import ImageSource, load_image
 from mlcdseg.model.engines import SegmentationEngine
 from mlcdseg.model.prompts import DEFAULT_PROMPT_TEMPLATE, build_prompt, check_prompt_template
@@ -41,11 +41,12 @@ def union_of_masks(masks: np.ndarray, height: int, width: int) -> tuple[np.ndarr
 
     MLCD-Seg can return several masks for one expression; one expression gets one region, so
     they are merged. N = 0 gives an all-False mask. A shape other than (N, height, width) is a
-    broken model contract: RuntimeError.
+    broken model contract: ModelOutputError (a RuntimeError).
     """
     if masks.ndim != 3 or masks.shape[1:] != (height, width):
-        raise RuntimeError(
-            f"the model returned masks of shape {tuple(masks.shape)}; expected (N, {height}, {width})"
+        raise ModelOutputError(
+            f"the model returned masks of shape {tuple(masks.shape)}; expected (N, {height}, {width}): "
+            "the checkpoint or its engine is broken, try MLCDSEG_ENGINE=official or another checkpoint"
         )
     return masks.any(axis=0), masks.shape[0] > 0
 
@@ -92,7 +93,8 @@ class Segmenter:
 
         The image is EXIF-oriented and made 8-bit RGB first (mlcdseg.masks.images.load_image); the
         mask is bool (H, W) at that size. force_seg=None uses the Segmenter's default. Raises
-        ImageDecodeError, ExpressionError, GpuOutOfMemoryError (the next call works).
+        ImageDecodeError, ExpressionError, GpuOutOfMemoryError (the next call works),
+        ModelOutputError (masks outside the model's contract); all are MlcdsegError.
         """
         return self.predict_many(image, [expression], force_seg=force_seg)[0]
 

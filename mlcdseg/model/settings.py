@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mlcdseg.errors import MlcdsegError
+from mlcdseg.errors import PromptTemplateError, SettingsError
 from mlcdseg.model.engines import ENGINE_CHOICES
 from mlcdseg.model.loading import DEFAULT_MODEL, DTYPES, load_model
 from mlcdseg.model.prompts import DEFAULT_PROMPT_TEMPLATE, check_prompt_template
@@ -28,10 +28,6 @@ _TRUE_WORDS = ("1", "true", "yes", "on")
 _FALSE_WORDS = ("0", "false", "no", "off")
 _Value = TypeVar("_Value", int, float)
 _Settings = TypeVar("_Settings", bound="ModelSettings")
-
-
-class SettingsError(MlcdsegError):
-    """An environment variable or option holds a value mlcdseg cannot use."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ class ModelSettings:
             raise SettingsError(f"MODEL_DIR={self.model_dir!r} is not a directory")
         try:
             check_prompt_template(self.prompt_template)
-        except ValueError as error:
+        except PromptTemplateError as error:
             raise SettingsError(f"MLCDSEG_PROMPT_TEMPLATE: {error}") from None
 
     @property

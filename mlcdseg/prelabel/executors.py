@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from mlcdseg.errors import MlcdsegError
+from mlcdseg.errors import MlcdsegError, RayUnavailableError
 from mlcdseg.labelstudio.image_fetch import ImageFetcher
 from mlcdseg.model.settings import ModelSettings
 from mlcdseg.prelabel.pipeline import PipelineTimes, Task, TaskOutcome, predict_tasks
@@ -27,10 +27,6 @@ WORKER_IMAGE_CACHE = 32
 BATCHES_PER_WORKER = 2
 RAY_INSTALL_HINT = "--ray needs Ray: pip install 'mlcdseg[ray]' (or pip install ray)"
 Done = tuple[list[Task], list[TaskOutcome], PipelineTimes]
-
-
-class RayUnavailableError(MlcdsegError):
-    """--ray was asked for but Ray is not installed."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 
-from mlcdseg.errors import ExpressionError, ImageFetchError, MlcdsegError
+from mlcdseg.errors import ExpressionError, ImageFetchError, TaskDataError
 from mlcdseg.labelstudio.label_config import LabelingSetup, MaskControl, choose_label, parse_label_config
 from mlcdseg.labelstudio.regions import regions_for_mask, textarea_text
 from mlcdseg.labelstudio.tasks import Skip, SkipCode, data_text, task_data
@@ -41,10 +41,6 @@ PREFETCH_AHEAD = 2
 
 #: parse_label_config, cached: every request and page of one project carries the same config text.
 labeling_setup = functools.lru_cache(maxsize=32)(parse_label_config)
-
-
-class TaskDataError(MlcdsegError):
-    """One task's data lacks what a prediction needs (e.g. its image field)."""
 
 
 class MaskModel(Protocol):

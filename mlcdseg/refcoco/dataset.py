@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from mlcdseg.errors import MaskFormatError, ReferDatasetError
-from mlcdseg.json_depth import MAX_NESTING_DEPTH, DepthLimitedReader, NestingTooDeepError
+from mlcdseg.errors import MaskFormatError, NestingTooDeepError, ReferDatasetError
+from mlcdseg.json_depth import MAX_NESTING_DEPTH, DepthLimitedReader
 from mlcdseg.masks.images import DEFAULT_MAX_PIXELS
 from mlcdseg.masks.codecs import coco_polygons_to_mask, decode_coco_rle
 
