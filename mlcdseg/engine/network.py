@@ -8,7 +8,8 @@ from torch import nn
 from .config import EngineConfig, SAM_DECODER_HEADS
 from .llm import Qwen2Decoder
 from .projector import GeluMlp
-from .sam_decoder import MaskDecoder, PromptEncoder
+from .prompt_encoder import PromptEncoder
+from .sam_decoder import MaskDecoder
 from .sam_encoder import SamImageEncoder
 from .vision_tower import ClipVisionTower
 
@@ -46,7 +47,7 @@ class MlcdSegNetwork(nn.Module):
         self.image_newline = nn.Parameter(torch.zeros(hidden))
         self.llm = Qwen2Decoder(config.llm)
         self.sam_encoder = SamImageEncoder(config.sam)
-        self.prompt_encoder = PromptEncoder(config.prompt_dim)
+        self.prompt_encoder = PromptEncoder(config.prompt_dim, config.sam.image_size)
         self.mask_decoder = MaskDecoder(config.prompt_dim, config.decoder_depth, SAM_DECODER_HEADS, config.decoder_mlp_width)
         self.text2sam = GeluMlp(hidden, config.prompt_dim, 2)
 

@@ -1,13 +1,11 @@
-"""SAM prompt encoder and mask decoder (two-way transformer), for text prompts only.
+"""SAM's mask decoder (two-way transformer, hypernetwork mask heads, IoU head).
 
-Parameter names follow segment-anything's `PromptEncoder` and `MaskDecoder`. The point, box and
-mask-input parts of the prompt encoder and the IoU head are loaded but never run: the seg model
-prompts SAM with one projected `[SEG]` embedding and asks for a single mask.
+Parameter names follow segment-anything's `MaskDecoder` (`model.sam.mask_decoder.*`). `forward`
+is the seg model's single-mask output; `predict` also gives the three multimask outputs and the
+predicted IoUs, for refining with clicks and boxes.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -15,34 +13,6 @@ from torch import nn
 
 from .attention import MultiHeadAttention
 from .sam_encoder import LayerNorm2d
-
-
-class RandomFourierPositions(nn.Module):
-    """SAM's positional encoding of a grid by random spatial frequencies."""
-
-    def __init__(self, features: int) -> None:
-        super().__init__()
-        self.register_buffer("positional_encoding_gaussian_matrix", torch.zeros(2, features))
-
-    def forward(self, size: int) -> torch.Tensor:
-        """→ (1, 2*features, size, size)."""
-        matrix = self.positional_encoding_gaussian_matrix
-        centres = (torch.arange(size, device=matrix.device, dtype=matrix.dtype) + 0.5) / size
-        coords = torch.stack(torch.meshgrid(centres, centres, indexing="xy"), dim=-1)  # (y, x, [x, y])
-        angles = 2 * math.pi * ((2 * coords - 1) @ matrix)
-        return torch.cat([angles.sin(), angles.cos()], dim=-1).permute(2, 0, 1).unsqueeze(0)
-
-
-class PromptEncoder(nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.pe_layer = RandomFourierPositions(width // 2)
-        self.point_embeddings = nn.ModuleList(nn.Embedding(1, width) for _ in range(4))
-        self.not_a_point_embed = nn.Embedding(1, width)
-        self.mask_downscaling = nn.Sequential(
-            nn.Conv2d(1, 4, 2, 2), LayerNorm2d(4), nn.GELU(), nn.Conv2d(4, 16, 2, 2), LayerNorm2d(16), nn.GELU(), nn.Conv2d(16, width, 1)
-        )
-        self.no_mask_embed = nn.Embedding(1, width)
 
 
 class ReluMlp(nn.Module):
@@ -132,15 +102,34 @@ class MaskDecoder(nn.Module):
     def forward(self, image_embedding: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         """One mask per prompt (the single-mask output).
 
-        image_embedding, image_pe: (1, C, h, w); dense: (1, C, 1, 1) broadcast; sparse: (N, T, C).
-        Returns low-resolution mask logits (N, 1, 4h, 4w).
+        image_embedding, image_pe: (1, C, h, w); dense: (1, C, 1, 1) broadcast, or (N, C, h, w);
+        sparse: (N, T, C). Returns low-resolution mask logits (N, 1, 4h, 4w).
         """
+        tokens, upscaled = self._run(image_embedding, image_pe, dense, sparse)
+        hyper = self.output_hypernetworks_mlps[0](tokens[:, 1])  # first mask token: single-mask output
+        return (hyper.unsqueeze(1) @ upscaled.flatten(2)).view(sparse.shape[0], 1, *upscaled.shape[2:])
+
+    def predict(
+        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor, sparse: torch.Tensor, multimask: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks and predicted IoUs, as segment-anything's `MaskDecoder.forward`.
+
+        Inputs as `forward`. Returns (low-resolution logits (N, K, 4h, 4w), IoUs (N, K)) with
+        K = 3 (mask tokens 1-3) when `multimask`, else K = 1 (mask token 0).
+        """
+        tokens, upscaled = self._run(image_embedding, image_pe, dense, sparse)
+        chosen = range(1, len(self.output_hypernetworks_mlps)) if multimask else range(1)
+        hyper = torch.stack([self.output_hypernetworks_mlps[index](tokens[:, 1 + index]) for index in chosen], dim=1)
+        logits = (hyper @ upscaled.flatten(2)).view(sparse.shape[0], len(chosen), *upscaled.shape[2:])
+        iou = self.iou_prediction_head(tokens[:, 0])[:, chosen.start : chosen.stop]
+        return logits, iou
+
+    def _run(self, image_embedding: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two-way transformer and the upscaling → (tokens (N, 1 + masks + T, C), upscaled (N, C/8, 4h, 4w))."""
         count = sparse.shape[0]
         tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight]).unsqueeze(0).expand(count, -1, -1)
         tokens = torch.cat([tokens, sparse], dim=1)
         image = (image_embedding + dense).expand(count, -1, -1, -1)
         _, channels, height, width = image.shape
         tokens, image = self.transformer(image, image_pe.expand(count, -1, -1, -1), tokens)
-        upscaled = self.output_upscaling(image.transpose(1, 2).reshape(count, channels, height, width))
-        hyper = self.output_hypernetworks_mlps[0](tokens[:, 1])  # first mask token: single-mask output
-        return (hyper.unsqueeze(1) @ upscaled.flatten(2)).view(count, 1, *upscaled.shape[2:])
+        return tokens, self.output_upscaling(image.transpose(1, 2).reshape(count, channels, height, width))
