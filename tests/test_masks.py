@@ -14,9 +14,12 @@ from mlcdseg.masks.codecs import (
     decode_coco_rle,
     encode_brush_rle,
     encode_coco_rle,
-    intersection_and_union,
+    Overlap,
+    iou_from_counts,
     mask_area,
+    mask_iou,
     mask_to_polygons,
+    overlap,
     polygons_to_mask,
 )
 
@@ -364,14 +367,25 @@ def test_malformed_polygon_raises_mask_format_error(polygon):
         polygons_to_mask([polygon], 10, 10)
 
 
-def test_area_intersection_and_union():
+def test_area_overlap_and_iou_of_two_rectangles_worked_by_hand():
     predicted, reference = np.zeros((6, 8), bool), np.zeros((6, 8), np.uint8)
-    predicted[1:4, 1:5] = True
-    reference[2:6, 3:8] = 1
+    predicted[1:4, 1:5] = True  # rows 1-3, columns 1-4: 3 × 4 = 12 pixels
+    reference[2:6, 3:8] = 1  # rows 2-5, columns 3-7: 4 × 5 = 20 pixels
     assert mask_area(predicted) == 12 and mask_area(reference) == 20
-    assert intersection_and_union(predicted, reference) == (4, 28)
-    assert intersection_and_union(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == (0, 0)
+    # shared: rows 2-3, columns 3-4 = 4 pixels; union 12 + 20 - 4 = 28
+    assert overlap(predicted, reference) == Overlap(intersection=4, union=28, predicted_area=12, reference_area=20)
+    assert mask_iou(predicted, reference) == pytest.approx(1 / 7)
+    assert iou_from_counts(4, 28) == pytest.approx(1 / 7)
     with pytest.raises(MaskFormatError, match="differ in size"):
-        intersection_and_union(predicted, reference[:, :7])
+        mask_iou(predicted, reference[:, :7])
     with pytest.raises(MaskFormatError, match="2-D"):
         mask_area(np.zeros((2, 2, 2), bool))
+
+
+def test_two_empty_masks_have_iou_one_and_an_empty_against_a_drawn_mask_zero():
+    empty, drawn = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
+    drawn[:2] = True
+    assert mask_iou(empty, empty) == 1.0  # both say "no target": as gIoU counts it
+    assert iou_from_counts(0, 0) == 1.0
+    assert mask_iou(drawn, empty) == 0.0
+    assert mask_iou(drawn, np.ones((4, 4), bool)) == 0.5

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mlcdseg.errors import MaskFormatError
-from mlcdseg.evaluation.metrics import METRIC_KEYS, RefSegMeter, sample_iou
+from mlcdseg.evaluation.metrics import METRIC_KEYS, RefSegMeter
 
 
 def _mask(rows: list[str]) -> np.ndarray:
@@ -103,8 +103,3 @@ def test_reset_forgets_samples():
     meter.reset()
     assert meter.compute()["samples"] == 0
     assert meter.compute()["gIoU"] is None
-
-
-def test_sample_iou_of_two_empty_masks_is_one():
-    assert sample_iou(0, 0) == 1.0
-    assert sample_iou(3, 4) == 0.75

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from mlcdseg.masks.codecs import overlap
+from mlcdseg.masks.codecs import iou_from_counts, overlap
 
 PRECISION_THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 #: The metrics RefSegMeter.compute gives as fractions in [0, 1], in report order.
@@ -29,13 +29,6 @@ FRACTION_KEYS: tuple[str, ...] = (
 )
 #: Every key of RefSegMeter.compute: the fractions, then the sample counts.
 METRIC_KEYS: tuple[str, ...] = (*FRACTION_KEYS, "samples", "no_target_samples")
-
-
-def sample_iou(intersection: int, union: int) -> float:
-    """IoU of one sample; 1.0 when both masks are empty (union 0), as gIoU counts it."""
-    if union == 0:
-        return 1.0
-    return intersection / union
 
 
 @dataclass
@@ -69,7 +62,7 @@ class RefSegMeter:
                 f"inconsistent counts: intersection={intersection} union={union} "
                 f"predicted_area={predicted_area} reference_area={reference_area}"
             )
-        iou = sample_iou(intersection, union)
+        iou = iou_from_counts(intersection, union)
         self.intersection_sum += intersection
         self.union_sum += union
         self.iou_sum += iou

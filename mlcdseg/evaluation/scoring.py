@@ -15,8 +15,7 @@ from mlcdseg.errors import MaskFormatError
 from mlcdseg.evaluation.samples import HumanSample, ModelPrediction, decode_regions
 from mlcdseg.labelstudio.regions import Region
 from mlcdseg.labelstudio.tasks import SkipCode, Unusable
-from mlcdseg.masks.codecs import overlap
-from mlcdseg.evaluation.metrics import sample_iou
+from mlcdseg.masks.codecs import iou_from_counts, overlap
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class ScoredSample:
     @property
     def iou(self) -> float:
         """IoU of the sample; 1.0 when both masks are empty."""
-        return sample_iou(self.intersection, self.union)
+        return iou_from_counts(self.intersection, self.union)
 
     def row(self) -> dict[str, Any]:
         """The sample as a samples.csv row (see report.SAMPLE_COLUMNS)."""

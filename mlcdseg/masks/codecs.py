@@ -257,7 +257,18 @@ def overlap(predicted: np.ndarray, reference: np.ndarray) -> Overlap:
     return Overlap(intersection, predicted_area + reference_area - intersection, predicted_area, reference_area)
 
 
-def intersection_and_union(predicted: np.ndarray, reference: np.ndarray) -> tuple[int, int]:
-    """Foreground pixel counts (|predicted & reference|, |predicted | reference|) of two same-size masks."""
-    counts = overlap(predicted, reference)
-    return counts.intersection, counts.union
+def iou_from_counts(intersection: int, union: int) -> float:
+    """Intersection over union of two masks' pixel counts; 1.0 when the union is 0.
+
+    Both masks empty is a perfect answer ("no target" given for no target), as gIoU counts it.
+    """
+    return 1.0 if union == 0 else intersection / union
+
+
+def mask_iou(first: np.ndarray, second: np.ndarray) -> float:
+    """Intersection over union of two same-size masks (bool, or integer: non-zero is foreground).
+
+    1.0 when both are empty (see iou_from_counts); MaskFormatError as `overlap`.
+    """
+    counts = overlap(first, second)
+    return iou_from_counts(counts.intersection, counts.union)

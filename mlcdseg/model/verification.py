@@ -10,9 +10,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from PIL import Image
 
+from mlcdseg.masks.codecs import mask_iou
 from mlcdseg.model.segmenter import Segmenter
 
 #: The lowest mask IoU between the engines that counts as the same answer.
@@ -35,12 +35,6 @@ class EngineCase:
     def agrees(self) -> bool:
         """Whether the masks are the same answer (IoU at least MIN_AGREEMENT)."""
         return self.iou >= MIN_AGREEMENT
-
-
-def mask_iou(first: np.ndarray, second: np.ndarray) -> float:
-    """IoU of two bool (H, W) masks; 1.0 when both are empty."""
-    union = np.logical_or(first, second).sum()
-    return 1.0 if union == 0 else float(np.logical_and(first, second).sum() / union)
 
 
 def compare_engines(

@@ -36,8 +36,7 @@ from mlcdseg.atomic_files import write_files_atomically
 from mlcdseg.errors import ExportFormatError, MaskFormatError, ReferDatasetError
 from mlcdseg.evaluation.samples import HumanSample, ModelPrediction, SampleSettings, human_samples, model_predictions
 from mlcdseg.labelstudio.tasks import Skip, SkipCode, Unusable, malformed_task_skip, task_data
-from mlcdseg.masks.codecs import encode_coco_rle
-from mlcdseg.evaluation.metrics import sample_iou
+from mlcdseg.masks.codecs import encode_coco_rle, iou_from_counts
 from mlcdseg.refcoco.dataset import (
     INSTANCES_FILE,
     assign_ids,
@@ -311,7 +310,7 @@ def _sentence_record(sentence: _Sentence, sent_id: int, model_version: str | Non
     record = {**sentence_record(sent_id, sentence.raw), "task_id": sentence.task_id}
     scored = model_version if model_version is not None else next(reversed(sentence.counts), None)
     if scored in sentence.counts:
-        record["iou"] = sample_iou(*sentence.counts[scored])
+        record["iou"] = iou_from_counts(*sentence.counts[scored])
         record["model_version"] = scored
     return record
 
