@@ -5,6 +5,12 @@ Usage (not run in CI; needs its own environment, see research/running-the-refere
     HF_HUB_OFFLINE=1 /work/refenv/bin/python tools/make_engine_goldens.py \
         --reference /path/to/unicom/mlcd_vl/downstream --out tests/fixtures/engine
 
+With `--refine-only` it keeps the checkpoint and text goldens in --out and (re)writes only the
+refinement goldens (`refine_goldens.npz`, `refine_manifest.json`): the reference SAM prompt
+encoder and mask decoder on clicks, boxes, previous masks and `[SEG]` embeddings. That part needs
+only torch, numpy, pillow and safetensors (the reference's `llava/model/sam` package is imported
+alone).
+
 The reference (an extracted checkout of GitHub deepglint/unicom) is imported at run time; nothing
 of it is copied here. The tiny model: CLIP tower 128 wide, 3 layers, 70-px tiles of 14-px patches;
 Qwen2 64 wide, 2 layers, 4 heads, 2 KV heads; SAM encoder 32 wide, 2 blocks (one global); SAM
@@ -16,7 +22,9 @@ the expression; weights are stored in float16 and the reference runs in float32 
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.machinery
+import importlib.util
 import json
 import os
 import shutil
@@ -51,11 +59,11 @@ EXPRESSION_COUNTS = {0: 10, 1: 10, 2: 3, 3: 3}  # per image index; the others ge
 ANSWER = "It is [SEG]."
 MAX_NEW_TOKENS = 6
 SYSTEM = "You are a helpful assistant."
+TINY_SAM_ENCODER = (32, 2, 2, [1])  # _build_sam's encoder width, depth, heads, global-attention blocks
 
 
-def import_reference(reference: Path):
-    """Import the reference package with the shims a CPU machine without torchvision needs."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
+def shim_torchvision() -> None:
+    """Stand-ins for the two torchvision functions the reference's ResizeLongestSide imports."""
     functional = types.ModuleType("torchvision.transforms.functional")
     # torchvision's resize of a PIL image is PIL's bilinear resize to (w, h).
     functional.resize = lambda image, size: image.resize((size[1], size[0]), Image.BILINEAR)
@@ -67,14 +75,32 @@ def import_reference(reference: Path):
     for module in (functional, transforms, torchvision):
         module.__spec__ = importlib.machinery.ModuleSpec(module.__name__, None)
     sys.modules.update({"torchvision": torchvision, "torchvision.transforms": transforms, "torchvision.transforms.functional": functional})
+
+
+def import_reference(reference: Path):
+    """Import the reference package with the shims a CPU machine without torchvision needs."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    shim_torchvision()
     torch.Tensor.cuda = lambda self, *args, **kwargs: self  # create_seg_token_mask calls .cuda()
     sys.path.insert(0, str(reference))
     import llava.model.llava_arch as llava_arch
     from llava.model.sam.build_sam import _build_sam
 
-    llava_arch.build_sam_vit_h = lambda checkpoint=None: _build_sam(32, 2, 2, [1], checkpoint=None)
+    llava_arch.build_sam_vit_h = lambda checkpoint=None: _build_sam(*TINY_SAM_ENCODER, checkpoint=None)
     import llava
     return llava
+
+
+def import_reference_sam(reference: Path):
+    """The reference's `llava/model/sam` package alone (torch only), as module `reference_sam`."""
+    shim_torchvision()
+    folder = reference / "llava" / "model" / "sam"
+    spec = importlib.util.spec_from_file_location("reference_sam", folder / "__init__.py", submodule_search_locations=[str(folder)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["reference_sam"] = package
+    spec.loader.exec_module(package)
+    importlib.import_module("reference_sam.utils.transforms")
+    return package
 
 
 def make_tokenizer(directory: Path, corpus: list[str]):
@@ -186,6 +212,15 @@ def make_images() -> list[Image.Image]:
     return images
 
 
+def sam_pixels(sam_transform, image: Image.Image) -> tuple[torch.Tensor, tuple[int, int]]:
+    """SAM's input as the reference eval builds it → (float32 (1, 3, 1024, 1024), resized (h, w))."""
+    resized = sam_transform.apply_image(np.array(image))
+    pixels = torch.from_numpy(resized).permute(2, 0, 1).contiguous()
+    pixels = (pixels - torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1)) / torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1)
+    pixels = torch.nn.functional.pad(pixels, (0, 1024 - pixels.shape[2], 0, 1024 - pixels.shape[1]))
+    return pixels.unsqueeze(0).float(), resized.shape[:2]
+
+
 class Reference:
     """Runs the reference model the way its eval does, with CHATML prompts."""
 
@@ -223,17 +258,13 @@ class Reference:
 
         from llava.model.llava_arch import LlavaMetaForCausalLM  # noqa: F401 (import order)
 
-        array = np.array(image)
-        resized = self.sam_transform.apply_image(array)
-        pixels = torch.from_numpy(resized).permute(2, 0, 1).contiguous()
-        pixels = (pixels - torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1)) / torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1)
-        pixels = torch.nn.functional.pad(pixels, (0, 1024 - pixels.shape[2], 0, 1024 - pixels.shape[1]))
+        pixels, resized = sam_pixels(self.sam_transform, image)
         return dict(
             images=process_images([image], self.processor, self.model.config),
             image_sizes=[image.size],
-            grounding_enc_imgs=[pixels.unsqueeze(0).float()],
-            image_sam_resizes=[[resized.shape[:2]]],
-            original_sizes=[array.shape[:2]],
+            grounding_enc_imgs=[pixels],
+            image_sam_resizes=[[resized]],
+            original_sizes=[(image.height, image.width)],
         )
 
     @torch.inference_mode()
@@ -346,7 +377,12 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, required=True, help="extracted mlcd_vl/downstream folder")
     parser.add_argument("--out", type=Path, default=Path("tests/fixtures/engine"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--refine-only", action="store_true",
+                        help="only (re)write the refinement goldens, from the checkpoint, images and goldens already in --out")
     args = parser.parse_args()
+    if args.refine_only:
+        write_refine_goldens(*load_reference_sam(args.reference.resolve(), args.out / "checkpoint"), args.out)
+        return
     torch.manual_seed(args.seed)
     llava = import_reference(args.reference.resolve())
     from safetensors.torch import save_file
@@ -374,6 +410,7 @@ def main() -> None:
         (checkpoint / "config.json").write_text(json.dumps(config, indent=2))
         shutil.copy(tower_dir / "preprocessor_config.json", checkpoint / "preprocessor_config.json")
         write_goldens(reference, images, inputs, out)
+        write_refine_goldens(model.model.sam, model.model.text2sam_projection, reference.sam_transform, out)
 
 
 def write_goldens(reference: Reference, images: list[Image.Image], inputs: list[dict], out: Path) -> None:
@@ -408,6 +445,115 @@ def summarise(records: list[dict], arrays: dict[str, np.ndarray]) -> None:
     print("IoU between expressions on one image: mean %.3f max %.3f (%d pairs)" % (np.mean(ious), max(ious), len(ious)))
     print("greedy answers:", sorted({r["greedy_answer"] for r in records}))
     print("greedy with [SEG]: %d of %d" % (sum(r["greedy_masks"] for r in records), len(records)))
+
+
+# Refinement goldens: the reference prompt encoder and mask decoder on clicks, boxes, previous
+# masks and [SEG] embeddings. Image 1 is near square (120 x 110), 3 landscape (270 x 66), 4
+# portrait (64 x 272). "text" takes the first expression of the image (its forced [SEG] state
+# through text2sam); "mask_from" feeds an earlier case's low-resolution logits back as `masks`.
+REFINE_CASES = [
+    {"name": "one_click", "image": 1, "points": [[60, 50]], "labels": [1]},
+    {"name": "clicks", "image": 1, "points": [[60, 50], [20, 95]], "labels": [1, 0]},
+    {"name": "box", "image": 1, "box": [15, 20, 95, 80]},
+    {"name": "box_clicks", "image": 1, "box": [15, 20, 95, 80], "points": [[50, 40], [85, 75]], "labels": [1, 0]},
+    {"name": "second_round", "image": 1, "points": [[60, 50], [20, 95], [100, 15]], "labels": [1, 0, 1], "mask_from": "clicks"},
+    {"name": "text", "image": 1, "text": True},
+    {"name": "text_clicks", "image": 1, "text": True, "points": [[30, 30], [90, 60]], "labels": [1, 0], "mask_from": "text"},
+    {"name": "text_box", "image": 1, "text": True, "box": [10, 5, 70, 100], "mask_from": "text"},
+    {"name": "landscape_clicks", "image": 3, "points": [[200, 40], [30, 10]], "labels": [1, 0]},
+    {"name": "landscape_one_click", "image": 3, "points": [[135.5, 20.25]], "labels": [1]},
+    {"name": "portrait_clicks", "image": 4, "points": [[40, 220], [10, 30]], "labels": [1, 0]},
+    {"name": "portrait_box", "image": 4, "box": [5, 100, 60, 260]},
+]
+
+
+def load_reference_sam(reference: Path, checkpoint: Path):
+    """The reference SAM and text2sam projection, filled from the tiny checkpoint already written."""
+    from safetensors.torch import load_file
+
+    package = import_reference_sam(reference)
+    from reference_sam.build_sam import _build_sam
+
+    sam = _build_sam(*TINY_SAM_ENCODER, checkpoint=None)
+    hidden = json.loads((checkpoint / "config.json").read_text())["hidden_size"]
+    text2sam = package.text2sam_projection_layer(types.SimpleNamespace(hidden_size=hidden))
+    state = {name: tensor.float() for name, tensor in load_file(str(checkpoint / "model.safetensors")).items()}
+    for module, prefix in ((sam, "model.sam."), (text2sam, "model.text2sam_projection.")):
+        module.load_state_dict({name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}, strict=True)
+    transform = sys.modules["reference_sam.utils.transforms"].ResizeLongestSide(1024)
+    return sam.eval(), text2sam.eval(), transform
+
+
+@torch.inference_mode()
+def run_reference_refine(sam, transform, embedding: torch.Tensor, original_size: tuple[int, int], resized: tuple[int, int], case: dict,
+                         text_embedding: torch.Tensor | None, mask_input: torch.Tensor | None) -> dict[str, np.ndarray]:
+    """One case as SamPredictor.predict_torch does it, with the reference prompt encoder's text_embeds."""
+    points = boxes = None
+    if "points" in case:
+        coords = transform.apply_coords(np.array(case["points"], dtype=np.float64), original_size)
+        points = (torch.as_tensor(coords, dtype=torch.float)[None], torch.as_tensor(case["labels"], dtype=torch.int)[None])
+    if "box" in case:
+        boxes = torch.as_tensor(transform.apply_boxes(np.array(case["box"], dtype=np.float64)[None], original_size), dtype=torch.float)
+    multimask = points is not None and len(case["points"]) == 1 and boxes is None and text_embedding is None and mask_input is None
+    sparse, dense = sam.prompt_encoder(
+        points=points, boxes=boxes, masks=None if mask_input is None else mask_input[None],
+        text_embeds=None if text_embedding is None else text_embedding.view(1, 1, -1),
+    )
+    low_res, iou = sam.mask_decoder(image_embeddings=embedding, image_pe=sam.prompt_encoder.get_dense_pe(),
+                                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask)
+    best = int(iou[0].argmax())  # SamPredictor's examples keep the highest predicted IoU
+    low_res, iou = low_res[:, best], iou[:, best]
+    logits = sam.postprocess_masks(low_res[:, None], input_size=resized, original_size=original_size)[:, 0]
+    return {"logits": logits.numpy(), "low_res": low_res.numpy(), "iou": iou.numpy(), "kept": best, "multimask": multimask}
+
+
+def write_refine_goldens(sam, text2sam, transform, out: Path) -> None:
+    """refine_goldens.npz + refine_manifest.json from the images and text goldens in `out`."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    first_pairs = {record["image"]: record["pair"] for record in reversed(manifest["pairs"])}
+    with np.load(out / "goldens.npz") as goldens:
+        hidden_states = {image: goldens[f"{pair}_forced_hidden"] for image, pair in first_pairs.items()}
+    embeddings: dict[int, tuple] = {}
+    fed_back = {case["mask_from"] for case in REFINE_CASES if "mask_from" in case}
+    outputs: dict[str, dict] = {}
+    arrays: dict[str, np.ndarray] = {}
+    records = []
+    for case in REFINE_CASES:
+        image_name = f"image{case['image']}.png"
+        if case["image"] not in embeddings:
+            image = Image.open(out / "images" / image_name).convert("RGB")
+            pixels, resized = sam_pixels(transform, image)
+            with torch.inference_mode():
+                embeddings[case["image"]] = (sam.image_encoder(pixels), (image.height, image.width), resized)
+        embedding, original_size, resized = embeddings[case["image"]]
+        text_embedding = None
+        if case.get("text"):
+            with torch.inference_mode():
+                text_embedding = text2sam(torch.from_numpy(hidden_states[image_name][:1]))[0]
+            arrays[f"{case['name']}_text_embedding"] = text_embedding.numpy()
+        mask_input = torch.from_numpy(outputs[case["mask_from"]]["low_res"]) if "mask_from" in case else None
+        output = run_reference_refine(sam, transform, embedding, original_size, resized, case, text_embedding, mask_input)
+        outputs[case["name"]] = output
+        arrays[f"{case['name']}_logits"] = output["logits"].astype(np.float32)
+        arrays[f"{case['name']}_iou"] = output["iou"].astype(np.float32)
+        if case["name"] in fed_back:
+            arrays[f"{case['name']}_low_res"] = output["low_res"].astype(np.float32)
+        records.append({**case, "text_pair": first_pairs[image_name] if case.get("text") else None,
+                        "multimask": output["multimask"], "kept_mask": output["kept"]})
+    np.savez_compressed(out / "refine_goldens.npz", **arrays)
+    (out / "refine_manifest.json").write_text(json.dumps({"cases": records}, indent=1))
+    summarise_refine(records, arrays)
+
+
+def summarise_refine(records: list[dict], arrays: dict[str, np.ndarray]) -> None:
+    """Print what makes the refinement goldens meaningful: coverage, and that each prompt changes the mask."""
+    for record in records:
+        mask = arrays[f"{record['name']}_logits"] > 0
+        line = f"{record['name']}: coverage {mask.mean():.3f}, iou {float(arrays[record['name'] + '_iou'][0]):+.3f}"
+        if record.get("mask_from"):
+            previous = arrays[f"{record['mask_from']}_logits"] > 0
+            line += f", IoU with {record['mask_from']} {(mask & previous).sum() / max((mask | previous).sum(), 1):.3f}"
+        print(line)
 
 
 if __name__ == "__main__":
