@@ -24,14 +24,18 @@ from mlcdseg.labelstudio.local_server import (
     ManagedProcess,
 )
 from mlcdseg.model.loading import DEFAULT_MODEL, available_offline
+from mlcdseg.model.settings import ModelSettings
 from mlcdseg.model.stand_in_files.colour_rule import MAX_COLOUR_DISTANCE
 
 
 @pytest.fixture
-def clean_model_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for variable in ("MLCDSEG_MODEL", "MLCDSEG_REVISION", "MODEL_DIR"):
-        monkeypatch.delenv(variable, raising=False)
-    return monkeypatch
+def without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture
+def with_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
 
 
 def test_local_directory_is_available_offline_and_an_uncached_hub_id_is_not(stand_in_model_dir: Path) -> None:
@@ -39,39 +43,49 @@ def test_local_directory_is_available_offline_and_an_uncached_hub_id_is_not(stan
     assert not available_offline(DEFAULT_MODEL)  # the tests' Hugging Face cache is empty
 
 
-def test_without_a_gpu_the_demo_writes_and_serves_the_stand_in(clean_model_env, tmp_path: Path) -> None:
-    clean_model_env.setattr(torch.cuda, "is_available", lambda: False)
-    choice = choose_model(None, tmp_path)
+def test_without_a_gpu_the_demo_writes_and_serves_the_stand_in(without_gpu, tmp_path: Path) -> None:
+    choice = choose_model(None, tmp_path, ModelSettings.from_env({}))
     assert choice.is_stand_in
     assert (Path(choice.location) / "config.json").is_file()
 
 
-def test_a_gpu_with_the_weights_under_model_dir_serves_mlcd_seg(clean_model_env, tmp_path: Path) -> None:
-    clean_model_env.setattr(torch.cuda, "is_available", lambda: True)
-    clean_model_env.setenv("MODEL_DIR", str(tmp_path / "models"))
-    (tmp_path / "models").mkdir()
-    assert not real_model_available()
-    (tmp_path / "models" / DEFAULT_MODEL).mkdir(parents=True)
-    assert real_model_available()
-    choice = choose_model(None, tmp_path / "work")
-    assert (choice.location, choice.is_stand_in) == (DEFAULT_MODEL, False)
+def test_a_gpu_with_the_weights_under_model_dir_serves_mlcd_seg_from_there(with_gpu, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    settings = ModelSettings.from_env({"MODEL_DIR": str(models)})
+    assert not real_model_available(settings)
+    (models / DEFAULT_MODEL).mkdir(parents=True)
+    assert real_model_available(settings)
+    choice = choose_model(None, tmp_path / "work", settings)
+    assert (choice.location, choice.is_stand_in) == (str(models / DEFAULT_MODEL), False)
 
 
-def test_a_named_model_is_served_as_named(clean_model_env, stand_in_model_dir: Path, tmp_path: Path) -> None:
-    clean_model_env.setenv("MLCDSEG_MODEL", str(stand_in_model_dir))
-    choice = choose_model(None, tmp_path)
+def test_a_named_model_is_served_as_named(stand_in_model_dir: Path, tmp_path: Path) -> None:
+    settings = ModelSettings.from_env({"MLCDSEG_MODEL": str(stand_in_model_dir)})
+    choice = choose_model(None, tmp_path, settings)
     assert (choice.location, choice.is_stand_in) == (str(stand_in_model_dir), True)
 
 
-
-def test_a_model_named_under_model_dir_is_served_from_there(clean_model_env, stand_in_model_dir: Path, tmp_path: Path) -> None:
+def test_a_model_named_under_model_dir_is_served_from_there(stand_in_model_dir: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()
     (models / "my-stand-in").symlink_to(stand_in_model_dir, target_is_directory=True)
-    clean_model_env.setenv("MODEL_DIR", str(models))
-    clean_model_env.setenv("MLCDSEG_MODEL", "my-stand-in")
-    choice = choose_model(None, tmp_path / "work")
+    settings = ModelSettings.from_env({"MODEL_DIR": str(models), "MLCDSEG_MODEL": "my-stand-in"})
+    choice = choose_model(None, tmp_path / "work", settings)
     assert (choice.location, choice.is_stand_in) == (str(models / "my-stand-in"), True)
+    # --model takes the place of MLCDSEG_MODEL and is looked up under MODEL_DIR the same way
+    by_option = choose_model("my-stand-in", tmp_path / "work", ModelSettings.from_env({"MODEL_DIR": str(models)}))
+    assert (by_option.location, by_option.is_stand_in) == (str(models / "my-stand-in"), True)
+
+
+def test_the_model_comes_from_the_settings_given_not_from_the_environment(
+    without_gpu, monkeypatch: pytest.MonkeyPatch, stand_in_model_dir: Path, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MLCDSEG_MODEL", str(tmp_path / "not-this-one"))
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "nor-under-here"))
+    choice = choose_model(None, tmp_path, ModelSettings.from_env({"MLCDSEG_MODEL": str(stand_in_model_dir)}))
+    assert choice.location == str(stand_in_model_dir)
+
 
 @pytest.mark.labelstudio  # the demo checks for Label Studio's virtualenv before the port
 def test_a_taken_port_is_refused_at_once_with_one_line_naming_it_and_the_option(

@@ -38,6 +38,9 @@ from mlcdseg.labelstudio.local_server import (
     free_port,
     new_legacy_token,
 )
+from mlcdseg.model.loading import DEFAULT_MODEL, available_offline
+from mlcdseg.model.settings import ModelSettings
+from mlcdseg.model.stand_in import is_stand_in_directory, write_stand_in_model
 
 # mlcdseg.labelstudio.label_config and mlcdseg.labelstudio.regions load label-studio-sdk (~0.5 s): imported where used so
 # that `mlcdseg --help` stays quick.
@@ -85,39 +88,29 @@ class DemoProject:
     samples: tuple[DemoSample, ...]
 
 
-def real_model_available() -> bool:
-    """True when a CUDA GPU is present and the model the backend would load by default is at hand.
+def real_model_available(settings: ModelSettings) -> bool:
+    """True when a CUDA GPU is present and the model `settings` name is at hand offline.
 
-    "The model the backend would load" is decided by the model settings the backend extends
-    (MODEL_DIR, MLCDSEG_REVISION), so the demo and the backend never disagree about it.
+    The model is resolved as the backend resolves it (MODEL_DIR, MLCDSEG_REVISION), so the demo
+    and the backend never disagree about it.
     """
     import torch
 
-    from mlcdseg.model.loading import available_offline
-    from mlcdseg.model.settings import ModelSettings
-
     if not torch.cuda.is_available():
         return False
-    settings = ModelSettings.from_env()
     return available_offline(settings.model_source, settings.revision)
 
 
-def choose_model(explicit: str | None, work_dir: Path) -> ModelChoice:
-    """The model to serve: `explicit`, else $MLCDSEG_MODEL, else MLCD-Seg if usable, else the stand-in.
+def choose_model(explicit: str | None, work_dir: Path, settings: ModelSettings) -> ModelChoice:
+    """The model to serve: `explicit` (--model), else MLCDSEG_MODEL, else MLCD-Seg if usable, else the stand-in.
 
-    The stand-in is written to `work_dir/stand-in-model` when needed.
+    The model settings resolve the name, a name under MODEL_DIR included, as for every other
+    command. The default model (MLCDSEG_MODEL unset or naming it) is served only when a GPU and
+    its weights are at hand; else the stand-in is written to `work_dir/stand-in-model`.
     """
-    from mlcdseg.model.loading import DEFAULT_MODEL
-    from mlcdseg.model.stand_in import is_stand_in_directory, write_stand_in_model
-
-    from mlcdseg.model.settings import ModelSettings
-
-    # $MLCDSEG_MODEL resolved as the backend resolves it (a name under MODEL_DIR included).
-    named = explicit or (ModelSettings.from_env().model_source if os.environ.get("MLCDSEG_MODEL") else None)
-    if named:
-        return ModelChoice(named, is_stand_in_directory(named))
-    if real_model_available():
-        return ModelChoice(DEFAULT_MODEL, False)
+    named = settings.with_overrides(model=explicit)
+    if explicit or named.model != DEFAULT_MODEL or real_model_available(named):
+        return ModelChoice(named.model_source, is_stand_in_directory(named.model_source))
     return ModelChoice(str(write_stand_in_model(work_dir / "stand-in-model")), True)
 
 
@@ -289,7 +282,7 @@ def _run_demo(label_studio: str | None, data_dir: Path, port: int | None, model:
             token=token,
             startup_timeout_s=LABEL_STUDIO_STARTUP_TIMEOUT_S,
         )
-        choice = choose_model(model, data_dir)
+        choice = choose_model(model, data_dir, ModelSettings.from_env())
         if choice.is_stand_in:
             print(STAND_IN_BANNER, file=sys.stderr, flush=True)
         print(f"Starting Label Studio (log: {label_studio_server.log_path}); the first start takes ~40 s ...")
