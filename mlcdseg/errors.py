@@ -146,3 +146,7 @@ class ServerBusyError(MlcdsegError):
 
 class NativeEngineRefused(MlcdsegError):
     """The native engine cannot reproduce this checkpoint, or failed its first forward; the message says why."""
+
+
+class RefinePromptError(MlcdsegError, ValueError):
+    """Clicks, a box, a text embedding or previous logits that SAM's prompt encoder cannot take."""

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from mlcdseg.engine import load_native_engine
-from mlcdseg.engine.refine import RefinePromptError, refine, sam_frame_coords
+from mlcdseg.engine.refine import refine, sam_frame_coords
+from mlcdseg.errors import RefinePromptError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "engine"
 TOLERANCE = 1e-4

@@ -15,15 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mlcdseg.errors import MlcdsegError
+from mlcdseg.errors import RefinePromptError
 
 from .preprocessing import postprocess_masks, sam_resized_size
 from .prompt_encoder import NEGATIVE_LABEL, POSITIVE_LABEL, PromptEncoder
 from .sam_decoder import MaskDecoder
-
-
-class RefinePromptError(MlcdsegError, ValueError):
-    """Clicks, a box, a text embedding or previous logits that SAM's prompt encoder cannot take."""
 
 
 @dataclass(frozen=True)
