@@ -124,7 +124,13 @@ class NativeEngine:
 
     # -- expressions ---------------------------------------------------------------------------
     def segment(self, encoded: EncodedImage, prompts: Sequence[str], force_seg: bool) -> list[np.ndarray]:
-        """Bool masks (N, H, W) per prompt; N = 0 when the model answers without `[SEG]`."""
+        """Bool masks (N, H, W) per prompt; N = 0 when the model answers without `[SEG]`.
+
+        A prompt's result depends on the others in the call only through float rounding (padding
+        to the longest suffix, SAM's decoder run as one batch): logits move by ~1e-5 against a
+        call of its own, so a pixel can flip where its logit is that close to 0
+        (tests/test_engine_batch_agreement.py holds the bound).
+        """
         return [result.masks for result in self.segment_details(encoded, prompts, force_seg)]
 
     def segment_details(self, encoded: EncodedImage, prompts: Sequence[str], force_seg: bool) -> list[Segmentation]:
