@@ -38,8 +38,8 @@ def test_samples_csv_has_the_columns_and_empty_cells_for_none(tmp_path):
     stream = io.StringIO()
     report.SampleCsvWriter(stream).write_rows([sample(3, 5, 10, 7, 8, split=None).row()])
     header, row = stream.getvalue().splitlines()
-    assert header == "task_id,expression,split,model_version,annotator,intersection,union,iou,human_area,model_area,lead_time"
-    assert row == "3,thing 3,,v1,1,5,10,0.5,7,8,"
+    assert header == "task_id,expression,split,model_version,annotator,intersection,union,iou,human_area,model_area,lead_time,score"
+    assert row == "3,thing 3,,v1,1,5,10,0.5,7,8,,"
 
 
 def test_percent_has_one_decimal_and_a_dash_for_missing():

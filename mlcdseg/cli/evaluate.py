@@ -10,7 +10,8 @@ from PIL import Image
 
 from mlcdseg.evaluation import report
 from mlcdseg.errors import ImageFetchError
-from mlcdseg.evaluation.evaluate import evaluate_export
+from mlcdseg.evaluation.evaluate import OUTPUT_NAMES, evaluate_export
+from mlcdseg.evaluation.score_ranking import NEEDS_FIXING_IOU_BELOW, REDRAWN_IOU_BELOW
 from mlcdseg.cli.export_source_options import add_export_source_arguments, opened_export_source, positive_int
 from mlcdseg.labelstudio.image_fetch import ImageFetcher
 from mlcdseg.masks.images import load_image
@@ -43,7 +44,14 @@ Instead of SOURCE, --label-studio-url, --api-key and --project make that snapsho
 Written into OUTDIR, all or nothing: report.json (overall, by_split, by_model_version,
 by_annotator, skipped tasks with reasons, source), samples.csv (one row per task x annotator x
 model version) and report.html (a self-contained page: RefCOCO-style table, IoU histogram,
-precision@k curve, mask overlays of the worst samples).
+precision@k curve, the prediction scores' review curve and IoU by score, mask overlays of the
+worst samples). When the predictions carry a score (the native engine and the stand-in send
+one), report.json's score_ranking says per model version how well it finds the masks that need
+fixing: AUROC of a low score for IoU < 0.5, Spearman's correlation of score and IoU, and the
+share of the masks with IoU < 0.9 found by reviewing the lowest-scored 10, 20, 50 % first.
+
+--review-queue FILE.csv writes every scored prediction, annotated or not, lowest score first:
+task id, Label Studio link (under --label-studio-url), model version, expression, score, IoU.
 """
 
 
@@ -63,6 +71,10 @@ def register_evaluate(subparsers: argparse._SubParsersAction) -> argparse.Argume
     )
     parser.add_argument("--workers", type=positive_int, default=1, metavar="N", help="processes decoding masks (default 1)")
     parser.add_argument("--worst", type=positive_int, default=12, metavar="K", help="worst samples shown with overlays (default 12)")
+    parser.add_argument(
+        "--review-queue", metavar="FILE.csv",
+        help="also write the scored tasks in review order, lowest score first (task links under --label-studio-url)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_evaluate)
     return parser
@@ -82,10 +94,15 @@ def skip_summary(skipped_by_code: dict[str, dict], shown: int = 3) -> str:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run `mlcdseg evaluate` from parsed arguments; print a summary; MlcdsegError on failure."""
+    if args.review_queue is not None and review_queue_replaces_an_output(Path(args.review_queue), Path(args.output)):
+        print(f"mlcdseg: error: --review-queue {args.review_queue} would replace an output of {args.output}; "
+              "give it another name", file=sys.stderr)
+        return 2
     with opened_export_source(args) as (source, settings):
         result = evaluate_export(
             source, args.output, settings, workers=args.workers, worst_count=args.worst, quiet=args.quiet,
             load_image=task_image_loader(args.label_studio_url, args.api_key),
+            review_queue=args.review_queue, label_studio_url=args.label_studio_url,
         )
     summary = result["source"]
     print(f"{summary['tasks']} tasks, {summary['samples']} samples, {summary['skipped']} skipped")
@@ -97,5 +114,31 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for version, metrics in result["by_model_version"].items():
         print(f"{version}: cIoU {report.percent(metrics['cIoU'])}  gIoU {report.percent(metrics['gIoU'])}  "
               f"Pr@0.5 {report.percent(metrics['precision@0.5'])}  ({metrics['samples']} samples)")
+    for version, ranking in result["score_ranking"]["by_model_version"].items():
+        if ranking["scored_samples"]:
+            print(score_ranking_line(version, ranking))
     print(f"wrote {Path(args.output) / 'report.html'}, report.json, samples.csv")
+    if args.review_queue is not None:
+        print(f"wrote the review queue {args.review_queue}")
     return 0
+
+
+def review_queue_replaces_an_output(queue: Path, outdir: Path) -> bool:
+    """Whether the review queue's path is one of the files evaluate writes into outdir."""
+    return queue.absolute().parent == outdir.absolute() and queue.name in OUTPUT_NAMES
+
+
+def score_ranking_line(version: str, ranking: dict) -> str:
+    """One printed line: how well a model version's scores rank its masks (see score_ranking)."""
+
+    def shown(figure: dict) -> str:
+        return "undefined" if figure["value"] is None else f"{figure['value']:.3f}"
+
+    curve = ", ".join(
+        f"lowest {point['percent']} % finds {report.percent(point['found']['value'])} %"
+        f" (random {report.percent(point['random'])} %)"
+        for point in ranking["review_curve"]["points"]
+    )
+    return (f"{version} scores: AUROC (IoU < {REDRAWN_IOU_BELOW}) {shown(ranking['auroc'])}  "
+            f"Spearman {shown(ranking['spearman'])}  of {ranking['review_curve']['needs_fixing']} masks "
+            f"needing a fix (IoU < {NEEDS_FIXING_IOU_BELOW}), {curve}")

@@ -4,7 +4,9 @@ One sample is one (task, annotator, model version): the human mask of a selected
 (reference) against that model version's prediction mask, compared at the image's own size.
 Tasks stream from the export and are scored in chunks (in worker processes when workers > 1);
 only pixel counts come back, plus the encoded regions of each chunk's few worst samples, so
-memory stays flat in the number of tasks. Outputs appear in OUTDIR only when the run succeeds.
+memory stays flat in the number of tasks, but for the (score, IoU) pairs that rank the scores
+(16 bytes per scored sample, see score_ranking) and, when asked for, the review queue (one entry
+per scored prediction, see review_queue). Outputs appear only when the run succeeds.
 The command line (options, printed summary) is mlcdseg.cli.evaluate.
 """
 
@@ -21,6 +23,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -33,19 +36,24 @@ from mlcdseg.evaluation.samples import SampleSettings, human_samples, model_pred
 from mlcdseg.labelstudio.tasks import Skip, SkipCode, Unusable, malformed_task_skip
 from mlcdseg.evaluation.metrics import RefSegMeter
 from mlcdseg.evaluation.review import ReviewMeter
+from mlcdseg.evaluation.review_queue import QueueEntry, ReviewQueue, queue_entries
+from mlcdseg.evaluation.score_ranking import ScoreRankingMeter
 from mlcdseg.evaluation.scoring import ScoredSample, ComparedSample, compare
 
 logger = logging.getLogger(__name__)
 
 HISTOGRAM_BINS = 10
+#: The files every run writes into its output folder.
+OUTPUT_NAMES = ("report.json", "samples.csv", "report.html")
 
 
 @dataclass
 class ChunkResult:
-    """Scores of a chunk of tasks: every sample's counts, skips, versions and the worst few."""
+    """Scores of a chunk of tasks: every sample's counts, skips, versions, the worst few and the queue entries."""
 
     tasks: int = 0
     samples: list[ScoredSample] = field(default_factory=list)
+    queue: list[QueueEntry] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
     worst: list[tuple[int, ComparedSample]] = field(default_factory=list)
     versions_seen: set[str] = field(default_factory=set)
@@ -77,14 +85,17 @@ def score_chunk(
             continue
         humans, human_skips = human_samples(task, settings)
         result.skipped.extend(human_skips)
+        task_samples = []
         for human, prediction in itertools.product(humans, predictions.values()):
             try:
                 compared = compare(human, prediction)
             except Unusable as unusable:
                 result.skipped.append(unusable.skip(human.task_id))
                 continue
-            result.samples.append(compared.sample)
+            task_samples.append(compared.sample)
             cases.append(compared)
+        result.samples.extend(task_samples)
+        result.queue.extend(queue_entries(task, predictions, task_samples, settings))
     order = sorted(range(len(cases)), key=lambda index: (cases[index].sample.iou, index))
     result.worst = [(index, cases[index]) for index in order[:keep_worst] if cases[index].sample.iou <= worst_bound]
     return result
@@ -152,9 +163,9 @@ class WorstSamples:
 
 
 class EvaluationTotals:
-    """Meters per group, IoU histograms, the worst samples and skips of one evaluation run."""
+    """Meters per group, IoU histograms, score ranking, the worst samples, skips and (when kept) the review queue of a run."""
 
-    def __init__(self, worst_count: int) -> None:
+    def __init__(self, worst_count: int, keep_review_queue: bool = False) -> None:
         self.tasks = 0
         self.samples = 0
         self.overall = RefSegMeter()
@@ -164,6 +175,9 @@ class EvaluationTotals:
         self.histograms: defaultdict[str, list[int]] = defaultdict(lambda: [0] * HISTOGRAM_BINS)
         self.worst = WorstSamples(worst_count)
         self.review = ReviewMeter()
+        self.score_ranking = ScoreRankingMeter()
+        self.keep_review_queue = keep_review_queue
+        self.review_queue = ReviewQueue()
         self.skipped: list[Skip] = []
         self.skip_counts: Counter[SkipCode] = Counter()
         self.skip_examples: dict[SkipCode, Skip] = {}
@@ -184,6 +198,9 @@ class EvaluationTotals:
                 meter.update_counts(*counts)
             self.histograms[sample.model_version][min(int(sample.iou * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
             self.review.update(sample.model_version, sample.annotator, sample.iou, sample.lead_time)
+            self.score_ranking.update(sample.model_version, sample.score, sample.iou)
+        if self.keep_review_queue:
+            self.review_queue.extend(chunk.queue)
         self.tasks += chunk.tasks
         self.samples += len(chunk.samples)
         self.skipped.extend(chunk.skipped)
@@ -203,6 +220,7 @@ class EvaluationTotals:
                for name in ("split", "model_version", "annotator")},
             "by_model_version_and_split": table,
             "review": self.review.compute(),
+            "score_ranking": self.score_ranking.compute(),
             "iou_histogram": {"bins": HISTOGRAM_BINS, "counts": dict(sorted(self.histograms.items()))},
             "skipped": [skip.record() for skip in self.skipped],
             "skipped_by_code": {
@@ -224,12 +242,16 @@ def evaluate_export(
     quiet: bool = True,
     load_image: report.ImageLoader | None = None,
     chunk_size: int = 32,
+    review_queue: str | os.PathLike[str] | None = None,
+    label_studio_url: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate an export and write report.json, samples.csv and report.html into outdir.
 
-    Returns the report dict. On any error nothing is written and existing files stay as they were.
+    With review_queue, also that CSV file (see review_queue), its task links under
+    label_studio_url; it must not be one of OUTPUT_NAMES in outdir. Returns the report dict. On
+    any error nothing is written and existing files stay as they were.
     """
-    totals = EvaluationTotals(worst_count)
+    totals = EvaluationTotals(worst_count, keep_review_queue=review_queue is not None)
     progress = tqdm(desc="evaluating", unit="task", file=sys.stderr, disable=quiet or not sys.stderr.isatty())
     chunks = scored_chunks(
         source.tasks(), settings, workers=workers, chunk_size=chunk_size,
@@ -250,5 +272,20 @@ def evaluate_export(
         report.write_json(outputs.open("report.json"), result)
         views = report.worst_task_views(totals.worst.cases(), load_image)
         outputs.open("report.html").write(report.render_html(result, views))
+        if review_queue is not None:
+            _write_review_queue(outputs, Path(review_queue), totals.review_queue, label_studio_url)
     logger.info("evaluated %d tasks: %d samples, %d skipped", totals.tasks, totals.samples, len(totals.skipped))
     return result
+
+
+def _write_review_queue(outputs: AtomicFiles, path: Path, queue: ReviewQueue, label_studio_url: str | None) -> None:
+    """Write the queue to `path`: staged with the outputs when it goes into their folder, else on its own.
+
+    Elsewhere it is moved into place just before the outputs, each file whole or not at all.
+    """
+    folder = path.absolute().parent
+    if folder == outputs.directory:
+        queue.write(outputs.open(path.name), label_studio_url)
+        return
+    with AtomicFiles(folder) as queue_files:
+        queue.write(queue_files.open(path.name), label_studio_url)

@@ -12,6 +12,7 @@ import csv
 import html
 import io
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 SAMPLE_COLUMNS = (
     "task_id", "expression", "split", "model_version", "annotator",
-    "intersection", "union", "iou", "human_area", "model_area", "lead_time",
+    "intersection", "union", "iou", "human_area", "model_area", "lead_time", "score",
 )
 #: Overlay contour colours, fixed and unlike each other: the model's mask, the human's, and where
 #: both boundaries coincide. Contours leave the image's own colours untouched inside the masks.
@@ -45,15 +46,15 @@ _TICK_CHAR_PX = 6.5  # the widest average character of the 11 px tick font
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563")
 
 
-class SampleCsvWriter:
-    """samples.csv written row by row, with a header of SAMPLE_COLUMNS."""
+class SafeCsvWriter:
+    """A CSV written row by row under a header of `columns`, safe to open in a spreadsheet."""
 
-    def __init__(self, stream: IO[str]) -> None:
-        self._writer = csv.DictWriter(stream, fieldnames=SAMPLE_COLUMNS, extrasaction="ignore")
+    def __init__(self, stream: IO[str], columns: Sequence[str]) -> None:
+        self._writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
         self._writer.writeheader()
 
     def write_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Append sample rows (dicts keyed by SAMPLE_COLUMNS; None is written as an empty cell).
+        """Append rows (dicts keyed by the columns; other keys are left out, None is an empty cell).
 
         Text cells that a spreadsheet would run as a formula get a leading "'" (see
         spreadsheet_safe); numbers are written as they are.
@@ -61,6 +62,13 @@ class SampleCsvWriter:
         self._writer.writerows(
             {column: spreadsheet_safe(value) for column, value in row.items()} for row in rows
         )
+
+
+class SampleCsvWriter(SafeCsvWriter):
+    """samples.csv written row by row, with a header of SAMPLE_COLUMNS."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__(stream, SAMPLE_COLUMNS)
 
 
 #: First characters that make a spreadsheet treat a cell as a formula (OWASP "CSV injection").
@@ -235,27 +243,118 @@ def svg_precision_curve(
     plot_width, plot_height = width - left - right, axes_height - top - bottom
     height = _plot_height(axes_height, len(metrics_by_version))
     low, high = PRECISION_THRESHOLDS[0], PRECISION_THRESHOLDS[-1]
-    body = [f'<rect x="{left}" y="{top}" width="{plot_width}" height="{plot_height}" class="frame"/>']
-    for value in (0, 25, 50, 75, 100):
-        y = top + plot_height * (1 - value / 100)
-        body.append(f'<line x1="{left}" y1="{y}" x2="{left + plot_width}" y2="{y}" class="grid"/>')
-        body.append(f'<text x="{left - 6}" y="{y + 4}" class="tick" text-anchor="end">{value}%</text>')
+    body = _fraction_grid(left, top, plot_width, plot_height, lambda value: f"{value:.0%}")
     for threshold in PRECISION_THRESHOLDS:
         x = left + plot_width * (threshold - low) / (high - low)
         body.append(f'<text x="{x:.1f}" y="{top + plot_height + 16}" class="tick" text-anchor="middle">{threshold}</text>')
     body += _axis_labels("IoU threshold k", "precision@k (%)", left, top, plot_width, plot_height)
     for index, metrics in enumerate(metrics_by_version.values()):
-        colour = PALETTE[index % len(PALETTE)]
         points = []
         for threshold in PRECISION_THRESHOLDS:
             value = metrics.get(f"precision@{threshold}")
             if value is not None:
                 x = left + plot_width * (threshold - low) / (high - low)
-                points.append((x, top + plot_height * (1 - value)))
-        body.append(f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in points)}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        body += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in points]
+                points.append((x, top + plot_height * (1 - value), None))
+        body += _series(points, PALETTE[index % len(PALETTE)])
     body += _legend(list(metrics_by_version), left, axes_height + 4, width)
     return _svg_frame(width, height, "Precision at IoU threshold k", body)
+
+
+def _fraction_grid(
+    left: int, top: int, plot_width: float, plot_height: float, label: Callable[[float], str]
+) -> list[str]:
+    """The frame of axes whose y runs over [0, 1], with grid lines and `label`-ed ticks at each quarter."""
+    body = [f'<rect x="{left}" y="{top}" width="{plot_width}" height="{plot_height}" class="frame"/>']
+    for quarter in range(5):
+        value = quarter / 4
+        y = top + plot_height * (1 - value)
+        body.append(f'<line x1="{left}" y1="{y}" x2="{left + plot_width}" y2="{y}" class="grid"/>')
+        body.append(f'<text x="{left - 6}" y="{y + 4}" class="tick" text-anchor="end">{label(value)}</text>')
+    return body
+
+
+def _x_fraction_ticks(left: int, top: int, plot_width: float, plot_height: float, label: Callable[[float], str]) -> list[str]:
+    """Tick labels under axes whose x runs over [0, 1], at each quarter."""
+    return [
+        f'<text x="{left + plot_width * quarter / 4:.1f}" y="{top + plot_height + 16}" class="tick" '
+        f'text-anchor="middle">{label(quarter / 4)}</text>'
+        for quarter in range(5)
+    ]
+
+
+def _series(points: Sequence[tuple[float, float, str | None]], colour: str, dashed: bool = False) -> list[str]:
+    """A line through (x, y) picture points with a dot at each; a point's text, when given, is its tooltip."""
+    dash = ' stroke-dasharray="5 4"' if dashed else ""
+    body = [
+        f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y, _ in points)}" fill="none" '
+        f'stroke="{colour}" stroke-width="2"{dash}/>'
+    ]
+    for x, y, tooltip in points:
+        title = f"<title>{html.escape(tooltip)}</title>" if tooltip else ""
+        body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}">{title}</circle>')
+    return body
+
+
+def svg_review_curve(ranking_by_version: Mapping[str, Mapping[str, Any]], width: int = 520, axes_height: int = 260) -> str:
+    """The review curve: share of the masks that needed fixing found against share of samples
+    reviewed lowest score first, one line per model version, and random order's diagonal (dashed).
+
+    Versions whose curve is undefined are left out; the legend (one line per version) goes below.
+    """
+    left, right, top, bottom = _PLOT_MARGINS
+    plot_width, plot_height = width - left - right, axes_height - top - bottom
+    curves = {
+        version: ranking["review_curve"]["points"] for version, ranking in ranking_by_version.items()
+        if any(point["found"]["value"] is not None for point in ranking["review_curve"]["points"])
+    }
+    height = _plot_height(axes_height, len(curves))
+    body = _fraction_grid(left, top, plot_width, plot_height, lambda value: f"{value:.0%}")
+    body += _x_fraction_ticks(left, top, plot_width, plot_height, lambda value: f"{value:.0%}")
+    body += _axis_labels("samples reviewed, lowest score first", "masks needing a fix found", left, top, plot_width, plot_height)
+
+    def picture(reviewed: float, found: float, tooltip: str | None = None) -> tuple[float, float, str | None]:
+        return left + plot_width * reviewed, top + plot_height * (1 - found), tooltip
+
+    body += _series([picture(0, 0), picture(1, 1)], "#9ca3af", dashed=True)
+    body.append(
+        f'<text x="{left + plot_width * 0.62:.1f}" y="{top + plot_height * 0.42:.1f}" class="tick" '
+        f'transform="rotate(-{math.degrees(math.atan2(plot_height, plot_width)):.1f} '
+        f'{left + plot_width * 0.62:.1f} {top + plot_height * 0.42:.1f})">random order</text>'
+    )
+    for index, points in enumerate(curves.values()):
+        line = [picture(0, 0)]
+        for point in points:
+            found = point["found"]["value"]
+            if found is not None:
+                tooltip = f"{point['reviewed']} reviewed: {found:.0%} found (random {point['random']:.0%})"
+                line.append(picture(point["random"], found, tooltip))
+        body += _series([*line, picture(1, 1)], PALETTE[index % len(PALETTE)])
+    body += _legend(list(curves), left, axes_height + 4, width)
+    return _svg_frame(width, height, "Review curve: masks needing a fix found, lowest score first", body)
+
+
+def svg_iou_by_score(ranking_by_version: Mapping[str, Mapping[str, Any]], width: int = 520, axes_height: int = 260) -> str:
+    """Mean IoU against the model's score, per score bin, one line per model version (empty bins left out).
+
+    The legend (one line per version with a scored sample) goes below the axes.
+    """
+    left, right, top, bottom = _PLOT_MARGINS
+    plot_width, plot_height = width - left - right, axes_height - top - bottom
+    scored = {version: ranking for version, ranking in ranking_by_version.items() if ranking["scored_samples"]}
+    height = _plot_height(axes_height, len(scored))
+    body = _fraction_grid(left, top, plot_width, plot_height, lambda value: f"{value:.2f}")
+    body += _x_fraction_ticks(left, top, plot_width, plot_height, lambda value: f"{value:.2f}")
+    body += _axis_labels("score of the prediction", "mean IoU against the human mask", left, top, plot_width, plot_height)
+    for index, ranking in enumerate(scored.values()):
+        points = [
+            (left + plot_width * (score_bin["from"] + score_bin["to"]) / 2, top + plot_height * (1 - score_bin["mean_iou"]),
+             f"score {score_bin['from']:.1f}-{score_bin['to']:.1f}: mean IoU {score_bin['mean_iou']:.3f} "
+             f"({score_bin['samples']} samples)")
+            for score_bin in ranking["iou_by_score_bin"] if score_bin["samples"]
+        ]
+        body += _series(points, PALETTE[index % len(PALETTE)])
+    body += _legend(list(scored), left, axes_height + 4, width)
+    return _svg_frame(width, height, "Mean IoU by score of the prediction", body)
 
 
 def refcoco_table(by_version_and_split: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
@@ -337,6 +436,58 @@ def review_section(review: Mapping[str, Any]) -> str:
     )
 
 
+def _figure_cell(figure: Mapping[str, Any], digits: int = 3) -> str:
+    """A table cell of a {"value", "reason"} figure: the value, or an en dash whose tooltip is the reason."""
+    if figure["value"] is None:
+        return f'<td title="{html.escape(figure["reason"] or "")}">–</td>'
+    return f"<td>{figure['value']:.{digits}f}</td>"
+
+
+def score_ranking_table(ranking_by_version: Mapping[str, Mapping[str, Any]], thresholds: Mapping[str, float]) -> str:
+    """Per model version: scored and unscored samples, AUROC, Spearman and the review curve's points."""
+    reviewed_percents = [point["percent"] for point in next(iter(ranking_by_version.values()))["review_curve"]["points"]]
+    head = "".join(f"<th>lowest {reviewed} %: found (random)</th>" for reviewed in reviewed_percents)
+    rows = []
+    for version, ranking in ranking_by_version.items():
+        curve = "".join(
+            f"<td>{percent(point['found']['value'])} % ({percent(point['random'])} %)</td>"
+            if point["found"]["value"] is not None else _figure_cell(point["found"])
+            for point in ranking["review_curve"]["points"]
+        )
+        rows.append(
+            f"<tr><th>{_text(version)}</th><td>{ranking['scored_samples']}</td><td>{ranking['unscored_samples']}</td>"
+            f"{_figure_cell(ranking['auroc'])}{_figure_cell(ranking['spearman'])}"
+            f"<td>{ranking['review_curve']['needs_fixing']}</td>{curve}</tr>"
+        )
+    return (
+        "<table class='score-ranking'><thead><tr><th>model version</th><th>scored</th><th>unscored</th>"
+        f"<th>AUROC (IoU &lt; {thresholds['redrawn_iou_below']})</th><th>Spearman (score, IoU)</th>"
+        f"<th>needing a fix (IoU &lt; {thresholds['needs_fixing_iou_below']})</th>"
+        f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def score_ranking_section(ranking: Mapping[str, Any]) -> str:
+    """The page's section on the prediction scores: does reviewing the lowest scores first find the bad masks?"""
+    by_version = ranking["by_model_version"]
+    heading = "<h2>Prediction scores: review the least confident first?</h2>"
+    if not any(version["scored_samples"] for version in by_version.values()):
+        return heading + (
+            "<p class='muted'>No prediction carries a score (the official engine sends none; the native "
+            "engine and the stand-in do).</p>"
+        )
+    thresholds = ranking["thresholds"]
+    return (
+        heading + "<p class='muted'>How well the model's score ranks its masks: AUROC of a low score for "
+        f"the masks redrawn (IoU &lt; {thresholds['redrawn_iou_below']}; 0.5 is chance, 1 perfect), Spearman's "
+        f"rank correlation of score and IoU, and the share of the masks that needed a fix (IoU &lt; "
+        f"{thresholds['needs_fixing_iou_below']}) found by reviewing the lowest-scored samples first, against "
+        "random order. A dash's tooltip says why the figure is undefined.</p>"
+        + score_ranking_table(by_version, thresholds)
+        + f"<div class='plots'>{svg_review_curve(by_version)}{svg_iou_by_score(by_version)}</div>"
+    )
+
+
 def _worst_card(view: WorstTaskView) -> str:
     """One figure of the worst-samples grid."""
     row = view.row
@@ -387,6 +538,7 @@ def render_html(content: Mapping[str, Any], worst: Sequence[WorstTaskView], max_
         *(f"<h2>By {label} (%)</h2>" + metrics_table(content[key], label)
           for key, label in (("by_split", "split"), ("by_annotator", "annotator")) if content[key]),
         review_section(content["review"]),
+        score_ranking_section(content["score_ranking"]),
         "<h2>Plots</h2><div class='plots'>",
         svg_histogram(content["iou_histogram"]["counts"] or {"none": [0] * content["iou_histogram"]["bins"]}),
         svg_precision_curve(content["by_model_version"]), "</div>",

@@ -127,6 +127,8 @@ class ModelPrediction:
     model_version: str
     regions: tuple[Region, ...]
     expression: str | None
+    #: The model's confidence in [0, 1] (see prediction_score); None when the prediction carries none.
+    score: float | None = None
 
     @property
     def image_size(self) -> tuple[int, int] | None:
@@ -246,6 +248,25 @@ def lead_time_seconds(annotation: JsonObject) -> float | None:
     return float(value)
 
 
+def _unit_score(value: Any) -> float | None:
+    """`value` when it is a finite number in [0, 1] (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        return None
+    return float(value)
+
+
+def prediction_score(prediction: JsonObject, regions: tuple[Region, ...]) -> float | None:
+    """The prediction's `score` in [0, 1], else the mean `score` of its mask regions, else None.
+
+    A score that is not a number in [0, 1] counts as absent (Label Studio stores whatever it is sent).
+    """
+    score = _unit_score(prediction.get("score"))
+    if score is not None:
+        return score
+    region_scores = [s for s in (_unit_score(region.get("score")) for region in regions) if s is not None]
+    return sum(region_scores) / len(region_scores) if region_scores else None
+
+
 def model_predictions(task: JsonObject, settings: SampleSettings) -> tuple[dict[str, ModelPrediction], list[Skip]]:
     """The latest prediction of each model version (all, whatever the settings) in a task malformed_task_skip accepts.
 
@@ -268,5 +289,5 @@ def model_predictions(task: JsonObject, settings: SampleSettings) -> tuple[dict[
             continue
         text = textarea_text(prediction.get("result") or [], settings.prompt_controls)
         by_version.pop(version, None)  # re-inserted last: the dict stays in recency order
-        by_version[version] = ModelPrediction(version, regions, text)
+        by_version[version] = ModelPrediction(version, regions, text, prediction_score(prediction, regions))
     return by_version, skipped

@@ -34,6 +34,8 @@ class ScoredSample:
     image: str | None = None
     #: Seconds the annotator spent on the human mask (Label Studio's `lead_time`); None when not recorded.
     lead_time: float | None = None
+    #: The model's score in [0, 1] on its prediction (samples.prediction_score); None when it sent none.
+    score: float | None = None
 
     @property
     def iou(self) -> float:
@@ -91,5 +93,6 @@ def compare(human: HumanSample, prediction: ModelPrediction) -> ComparedSample:
         model_area=counts.predicted_area,
         image=human.image,
         lead_time=human.lead_time,
+        score=prediction.score,
     )
     return ComparedSample(sample, human.regions, prediction.regions, image_size)
