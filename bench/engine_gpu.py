@@ -49,11 +49,11 @@ def architecture(tiny: bool) -> EngineConfig:
         tower = TowerConfig(64, 3, 1, 256, 14, 70, -2, "quick_gelu", 1e-5, CLIP_IMAGE_MEAN, CLIP_IMAGE_STD)
         llm = LlmConfig(64, 2, 4, 2, 128, 400, 1e-6, 1e6, False)
         sam = SamEncoderConfig(32, 2, 2, 128, 16, 256, 14, (1,), 64)
-        return EngineConfig(tower, llm, sam, 2, grids(70), 64, 2, 128, "qwen_1_5", "")
+        return EngineConfig(tower, llm, sam, 2, grids(70), 64, 2, 128, "")
     tower = TowerConfig(1024, 24, 16, 4096, 14, 336, -2, "quick_gelu", 1e-5, CLIP_IMAGE_MEAN, CLIP_IMAGE_STD)
     llm = LlmConfig(3584, 28, 28, 4, 18944, 151666, 1e-6, 1e6, False)
     sam = SamEncoderConfig(1280, 32, 16, 5120, 16, 1024, 14, (7, 15, 23, 31), 256)
-    return EngineConfig(tower, llm, sam, 2, grids(336), 256, 2, 2048, "qwen_1_5", "")
+    return EngineConfig(tower, llm, sam, 2, grids(336), 256, 2, 2048, "")
 
 
 class RandomPrompts:
