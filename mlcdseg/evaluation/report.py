@@ -316,10 +316,10 @@ def svg_review_curve(ranking_by_version: Mapping[str, Mapping[str, Any]], width:
         return left + plot_width * reviewed, top + plot_height * (1 - found), tooltip
 
     body += _series([picture(0, 0), picture(1, 1)], "#9ca3af", dashed=True)
+    label_x, label_y, _ = picture(0.55, 0.59)  # just above the diagonal, along it
     body.append(
-        f'<text x="{left + plot_width * 0.62:.1f}" y="{top + plot_height * 0.42:.1f}" class="tick" '
-        f'transform="rotate(-{math.degrees(math.atan2(plot_height, plot_width)):.1f} '
-        f'{left + plot_width * 0.62:.1f} {top + plot_height * 0.42:.1f})">random order</text>'
+        f'<text x="{label_x:.1f}" y="{label_y:.1f}" class="tick" transform="rotate('
+        f'-{math.degrees(math.atan2(plot_height, plot_width)):.1f} {label_x:.1f} {label_y:.1f})">random order</text>'
     )
     for index, points in enumerate(curves.values()):
         line = [picture(0, 0)]
