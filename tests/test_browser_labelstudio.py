@@ -128,10 +128,11 @@ def test_report_html_renders_its_plots_and_worst_case_pictures(
     browser.get((tmp_path / "report" / "report.html").as_uri())
 
     _wait_for(lambda: browser.execute_script("return document.readyState") == "complete", "report.html to load")
+    # the IoU histogram and precision@k curve, then (the fixture's prediction scores 0.9) the review curve and IoU by score
     plots = browser.execute_script(
         "return Array.from(document.querySelectorAll('.plots svg')).map(s => s.getBoundingClientRect().height)"
     )
-    assert len(plots) == 2 and all(height > 100 for height in plots), plots
+    assert len(plots) == 4 and all(height > 100 for height in plots), plots
     pictures = browser.execute_script(
         "return Array.from(document.querySelectorAll('.grid-worst img'))"
         ".map(i => [i.complete, i.naturalWidth, i.getBoundingClientRect().width])"
